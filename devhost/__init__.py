@@ -1,0 +1,1 @@
+"""Serves ``function_app.app`` locally without Azure Functions Core Tools."""

@@ -1,0 +1,74 @@
+"""The Azure Functions app: its HTTP routes, and nothing but wiring.
+
+Every HTTP function uses the FastAPI types of
+``azurefunctions-extensions-http-fastapi`` (required for HTTP streaming;
+mixing in ``func.HttpRequest`` functions is not supported). On Python 3.12
+and earlier the app setting ``PYTHON_ENABLE_INIT_INDEXING=1`` is required.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import HTMLResponse, JSONResponse, Request, StreamingResponse
+
+import llm
+from settings import SettingsError
+from streaming.http import stream_run
+from streaming.runners import run_agent, run_workflow
+
+CHAT_PAGE = Path(__file__).parent / "web" / "chat.html"
+
+
+def _stream_auth_level() -> func.AuthLevel:
+    """``STREAM_AUTH_LEVEL`` (function, anonymous or admin), read when the
+    host indexes the app. A bad value keeps the safe default and is logged,
+    never an indexing failure."""
+    raw = os.environ.get("STREAM_AUTH_LEVEL", "function").strip().upper() or "FUNCTION"
+    try:
+        return func.AuthLevel[raw]
+    except KeyError:
+        logging.getLogger(__name__).error("STREAM_AUTH_LEVEL=%r is not function, anonymous or admin", raw)
+        return func.AuthLevel.FUNCTION
+
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+STREAM_AUTH_LEVEL = _stream_auth_level()
+
+
+@app.route(route="agent/stream", methods=["GET", "POST"], auth_level=STREAM_AUTH_LEVEL)
+async def stream_agent(req: Request) -> StreamingResponse:
+    """The weather agent, streamed (SSE by default; see the README)."""
+    return await stream_run(req, run_agent)
+
+
+@app.route(route="workflow/stream", methods=["GET", "POST"], auth_level=STREAM_AUTH_LEVEL)
+async def stream_workflow(req: Request) -> StreamingResponse:
+    """The researcher -> writer workflow, streamed."""
+    return await stream_run(req, run_workflow)
+
+
+@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def health(req: Request) -> JSONResponse:
+    """Liveness, and which model the app would use (never its key)."""
+    try:
+        settings = llm.model_settings()
+        model = {"configured": True, "provider": settings.provider, "model": settings.model}
+    except SettingsError as exc:
+        model = {"configured": False, "error": str(exc)}
+    return JSONResponse({"status": "ok", "model": model})
+
+
+@app.route(route="chat", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def chat_page(req: Request) -> HTMLResponse:
+    """The browser chat page (self-contained: no CDN, no build step)."""
+    return HTMLResponse(_chat_html(), headers={"Cache-Control": "no-cache"})
+
+
+@functools.cache
+def _chat_html() -> str:
+    return CHAT_PAGE.read_text(encoding="utf-8")

@@ -1,0 +1,214 @@
+"""The built-in offline model: a real chat client that needs no account.
+
+It is not a language model. It is a small, deterministic stand-in that
+behaves like one at the protocol level, so the whole app (streaming, tool
+calls, the two-agent workflow) runs with no network:
+
+* it streams its answer word by word, ``delay`` seconds apart;
+* when tools are offered and the current turn has no tool results yet, it
+  calls ``get_weather`` once per place the user names;
+* once the results are back, it answers from them;
+* without tools but with earlier findings in the conversation (the writer
+  in the workflow), it writes a short piece from those findings.
+
+It plugs in under the Agent Framework's own function-invocation layer, so
+tools run exactly as they do with a hosted model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from itertools import count
+from typing import Any
+
+from agent_framework import (
+    BaseChatClient,
+    ChatResponse,
+    ChatResponseUpdate,
+    Content,
+    FunctionInvocationLayer,
+    Message,
+)
+
+MODEL_ID = "offline-demo"
+MAX_PLACES = 5
+WEATHER_TOOL = "get_weather"
+
+# Capitalised words that start requests rather than name places.
+_NOT_PLACES = frozenset(
+    """
+    a about also an and any are can compare could describe do does tell give hello hi how i i'd i'm is it let
+    me my now please research report show summarise summarize the then this today tomorrow what what's whats
+    when where which will would write weather yes no ok okay thanks thank you should check find get
+    """.split()  # noqa: SIM905
+)
+_CAPITALISED = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:de|del|da|do|la|le|am|on|upon)?\s*[A-Z][\w'’.-]*)*")
+_AFTER_PREPOSITION = re.compile(r"\b(?:in|for|at)\s+([a-z][\w'’-]+(?:\s+[a-z][\w'’-]+)?)", re.IGNORECASE)
+_PIECES = re.compile(r"\s*\S+")
+_ids = count(1)
+
+
+def find_places(text: str) -> list[str]:
+    """Places named in ``text``, in order, without duplicates.
+
+    Capitalised names first ("Seattle", "New York", "Rio de Janeiro"); if
+    there are none, the word after "in", "for" or "at" ("weather in paris").
+    """
+    found: list[str] = []
+    for match in _CAPITALISED.finditer(text):
+        name = match.group(0).strip(" .'’")
+        words = name.split()
+        while words and words[0].casefold() in _NOT_PLACES:
+            words.pop(0)
+        if words:
+            found.append(" ".join(words))
+    if not found:
+        for match in _AFTER_PREPOSITION.finditer(text):
+            words = [w for w in match.group(1).split() if w.casefold() not in _NOT_PLACES]
+            if words:
+                found.append(" ".join(w.capitalize() for w in words[:1]))
+    unique: dict[str, str] = {}
+    for place in found:
+        unique.setdefault(place.casefold(), place)
+    return list(unique.values())[:MAX_PLACES]
+
+
+def _text_of(message: Message) -> str:
+    return " ".join(c.text for c in message.contents if c.type == "text" and c.text)
+
+
+def _reports(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Weather reports found in tool results, oldest first."""
+    reports: list[dict[str, Any]] = []
+    for message in messages:
+        for content in message.contents:
+            if content.type != "function_result" or content.exception is not None:
+                continue
+            try:
+                data = json.loads(content.result) if isinstance(content.result, str) else content.result
+            except ValueError:
+                continue
+            if isinstance(data, dict) and "location" in data:
+                reports.append(data)
+    return reports
+
+
+def _describe(report: Mapping[str, Any]) -> str:
+    return (
+        f"{report['location']}: {report.get('conditions', 'unknown')}, {report.get('temperature_c', '?')} °C, "
+        f"wind {report.get('wind_kph', '?')} km/h"
+    )
+
+
+class OfflineChatClient(FunctionInvocationLayer[Any], BaseChatClient[Any]):
+    """Deterministic chat client for offline runs and tests."""
+
+    OTEL_PROVIDER_NAME = "offline"
+    model_id = MODEL_ID
+
+    def __init__(self, *, delay: float = 0.02) -> None:
+        super().__init__()
+        self.delay = max(0.0, delay)
+
+    def _inner_get_response(
+        self,
+        *,
+        messages: Sequence[Message],
+        stream: bool,
+        options: Mapping[str, Any],
+        **kwargs: Any,
+    ) -> Any:
+        if stream:
+            return self._build_response_stream(self._stream(messages, options))
+
+        async def complete() -> ChatResponse:
+            return ChatResponse.from_updates([u async for u in self._stream(messages, options)])
+
+        return complete()
+
+    async def _stream(
+        self, messages: Sequence[Message], options: Mapping[str, Any]
+    ) -> AsyncIterator[ChatResponseUpdate]:
+        response_id = f"offline-{next(_ids)}"
+        last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+        request = _text_of(messages[last_user]) if last_user >= 0 else ""
+        # The writer may see a synthetic "continue" user turn last: it writes
+        # for everything the user asked in the conversation.
+        asked = " ".join(_text_of(m) for m in messages if m.role == "user")
+        turn = messages[last_user + 1 :]
+        offers_weather = any(getattr(t, "name", None) == WEATHER_TOOL for t in options.get("tools") or ())
+        prompt_words = sum(len(_text_of(m).split()) for m in messages)
+
+        if offers_weather and not _reports(turn):
+            places = find_places(request)
+            if places:
+                calls = [
+                    Content.from_function_call(
+                        call_id=f"call_{response_id}_{i}",
+                        name=WEATHER_TOOL,
+                        arguments=json.dumps({"location": place}),
+                    )
+                    for i, place in enumerate(places)
+                ]
+                await asyncio.sleep(self.delay)
+                yield self._update(response_id, calls, finish_reason="tool_calls")
+                yield self._usage(response_id, prompt_words, len(places) * 8)
+                return
+            answer = "Which place would you like the weather for? Name a city, for example Seattle or Paris."
+        elif offers_weather:
+            answer = " ".join(f"{_describe(r)}." for r in _reports(turn))
+            answer = f"Here is the current weather. {answer} (Offline sample data, not a forecast.)"
+        else:
+            answer = self._write(asked, messages)
+
+        pieces = _PIECES.findall(answer)
+        for piece in pieces:
+            await asyncio.sleep(self.delay)
+            yield self._update(response_id, [Content.from_text(piece)])
+        yield self._update(response_id, [], finish_reason="stop")
+        yield self._usage(response_id, prompt_words, len(pieces))
+
+    @staticmethod
+    def _write(request: str, messages: Sequence[Message]) -> str:
+        """The writer's part: a short piece built from earlier findings."""
+        reports = _reports(messages)
+        if not reports:
+            findings = [_text_of(m) for m in messages if m.role == "assistant" and _text_of(m)]
+            if findings:
+                return f"In short: {findings[-1]}"
+            return f"This is the offline demo model. You asked: {request.strip() or '(nothing)'}"
+        if "poem" in request.casefold():
+            lines = [
+                f"In {r['location']} the sky is {r.get('conditions', 'quiet')},"
+                f" {r.get('temperature_c', '?')} degrees in the air;"
+                for r in reports
+            ]
+            return "\n".join([*lines, "the wind keeps time at its own pace,", "and the day goes on with care."])
+        lead = "; ".join(_describe(r) for r in reports)
+        return (
+            f"Weather brief. {lead}. "
+            f"{'Pack a layer' if any(r.get('temperature_c', 20) < 12 for r in reports) else 'Light clothing will do'}"
+            " and check again later: conditions change."
+        )
+
+    def _update(
+        self, response_id: str, contents: list[Content], *, finish_reason: str | None = None
+    ) -> ChatResponseUpdate:
+        return ChatResponseUpdate(
+            role="assistant",
+            contents=contents,
+            response_id=response_id,
+            model=self.model_id,
+            finish_reason=finish_reason,
+        )
+
+    def _usage(self, response_id: str, prompt: int, completion: int) -> ChatResponseUpdate:
+        usage = {
+            "input_token_count": prompt,
+            "output_token_count": completion,
+            "total_token_count": prompt + completion,
+        }
+        return self._update(response_id, [Content.from_usage(usage)])

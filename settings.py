@@ -1,0 +1,163 @@
+"""Settings read from the environment (Azure app settings, or
+``local.settings.json`` ``Values`` when run locally).
+
+Read at request time, never at import: a missing or bad setting must not
+stop the Functions host from indexing the app. Bad values raise
+:class:`SettingsError`, which the app turns into a clear 503.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed. The message names the setting
+    and never includes its value."""
+
+    def __init__(self, message: str, *, missing: tuple[str, ...] = (), code: str = "invalid_setting") -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.code = "model_not_configured" if missing else code
+
+
+def _get(env: Mapping[str, str], *names: str) -> str | None:
+    for name in names:
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float) -> float:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"Setting {name} must be a number.") from None
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"Setting {name} must be between {minimum:g} and {maximum:g}.")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    """Which model to call and how. ``provider`` is ``azure_openai``,
+    ``openai`` (OpenAI or any OpenAI-compatible server) or ``offline``."""
+
+    provider: str
+    model: str
+    endpoint: str | None = None
+    api_key: str | None = None
+    api_version: str | None = None
+    offline_delay_s: float = 0.02
+    timeout_s: float = 60.0
+    max_retries: int = 2
+
+    def __repr__(self) -> str:  # never print the key
+        return f"ModelSettings(provider={self.provider!r}, model={self.model!r}, endpoint={self.endpoint!r})"
+
+
+PROVIDERS = ("azure_openai", "openai", "offline")
+
+
+def model_settings(env: Mapping[str, str] | None = None) -> ModelSettings:
+    """Pick the model from the environment.
+
+    ``MODEL_PROVIDER`` forces a choice. Unset: ``AZURE_OPENAI_ENDPOINT``
+    means Azure OpenAI; else ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` means
+    OpenAI or an OpenAI-compatible server; else the offline model, except
+    when running in Azure (``WEBSITE_INSTANCE_ID`` set), where serving demo
+    answers by accident would be worse than a clear error.
+    """
+    env = os.environ if env is None else env
+    timeout = _number(env, "MODEL_TIMEOUT_SECONDS", 60.0, minimum=1, maximum=600)
+    retries = int(_number(env, "MODEL_MAX_RETRIES", 2, minimum=0, maximum=10))
+    forced = (_get(env, "MODEL_PROVIDER") or "").lower().replace("-", "_")
+    if forced and forced not in PROVIDERS:
+        raise SettingsError(f"Setting MODEL_PROVIDER must be one of: {', '.join(PROVIDERS)}.")
+    provider = forced or (
+        "azure_openai"
+        if _get(env, "AZURE_OPENAI_ENDPOINT")
+        else "openai"
+        if _get(env, "OPENAI_API_KEY", "OPENAI_BASE_URL")
+        else "offline"
+    )
+
+    if provider == "azure_openai":
+        endpoint = _get(env, "AZURE_OPENAI_ENDPOINT")
+        deployment = _get(
+            env, "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME", "AZURE_OPENAI_CHAT_COMPLETION_MODEL", "AZURE_OPENAI_MODEL"
+        )
+        missing = tuple(
+            name
+            for name, value in (("AZURE_OPENAI_ENDPOINT", endpoint), ("AZURE_OPENAI_CHAT_DEPLOYMENT_NAME", deployment))
+            if not value
+        )
+        if missing:
+            raise SettingsError(f"Azure OpenAI is not configured: set {' and '.join(missing)}.", missing=missing)
+        return ModelSettings(
+            provider=provider,
+            model=deployment or "",
+            endpoint=endpoint,
+            api_key=_get(env, "AZURE_OPENAI_API_KEY"),
+            api_version=_get(env, "AZURE_OPENAI_API_VERSION") or DEFAULT_AZURE_API_VERSION,
+            timeout_s=timeout,
+            max_retries=retries,
+        )
+
+    if provider == "openai":
+        model = _get(env, "OPENAI_MODEL", "OPENAI_CHAT_COMPLETION_MODEL")
+        if not model:
+            raise SettingsError(
+                "OpenAI is not configured: set OPENAI_MODEL (the model name the server serves).",
+                missing=("OPENAI_MODEL",),
+            )
+        return ModelSettings(
+            provider=provider,
+            model=model,
+            endpoint=_get(env, "OPENAI_BASE_URL"),
+            api_key=_get(env, "OPENAI_API_KEY"),
+            timeout_s=timeout,
+            max_retries=retries,
+        )
+
+    if not forced and _get(env, "WEBSITE_INSTANCE_ID"):
+        raise SettingsError(
+            "No model is configured for this function app: set AZURE_OPENAI_ENDPOINT and "
+            "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME (or OPENAI_API_KEY / OPENAI_BASE_URL and OPENAI_MODEL). "
+            "Set MODEL_PROVIDER=offline to serve the offline demo model on purpose.",
+            missing=("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME"),
+        )
+    delay_ms = _number(env, "OFFLINE_MODEL_DELAY_MS", 20, minimum=0, maximum=5000)
+    return ModelSettings(provider="offline", model="offline-demo", offline_delay_s=delay_ms / 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """Limits and timings of one streamed run."""
+
+    max_message_chars: int = 8000
+    max_body_bytes: int = 256 * 1024
+    max_history_messages: int = 40
+    heartbeat_s: float = 15.0
+    deadline_s: float = 210.0
+    send_timeout_s: float = 30.0
+
+
+def stream_settings(env: Mapping[str, str] | None = None) -> StreamSettings:
+    env = os.environ if env is None else env
+    return StreamSettings(
+        max_message_chars=int(_number(env, "MAX_MESSAGE_CHARS", 8000, minimum=1, maximum=1_000_000)),
+        max_body_bytes=int(_number(env, "MAX_BODY_BYTES", 256 * 1024, minimum=1024, maximum=10 * 1024 * 1024)),
+        max_history_messages=int(_number(env, "MAX_HISTORY_MESSAGES", 40, minimum=0, maximum=1000)),
+        heartbeat_s=_number(env, "HEARTBEAT_SECONDS", 15, minimum=0.05, maximum=300),
+        deadline_s=_number(env, "RUN_DEADLINE_SECONDS", 210, minimum=0.1, maximum=3600),
+        send_timeout_s=_number(env, "SEND_TIMEOUT_SECONDS", 30, minimum=0.1, maximum=600),
+    )

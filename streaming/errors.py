@@ -1,0 +1,76 @@
+"""Turns exceptions into safe, stable error codes for clients.
+
+Clients get a code to branch on and a message a person can act on, never a
+stack trace, an upstream body or a secret. The full exception goes to the
+log, with the run id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import openai
+
+from settings import SettingsError
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    status: int
+    code: str
+    message: str
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and its causes: the framework wraps SDK errors."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _is_credential_error(exc: BaseException) -> bool:
+    try:
+        from azure.core.exceptions import ClientAuthenticationError
+    except ImportError:  # pragma: no cover - azure-core is a dependency
+        return False
+    return isinstance(exc, ClientAuthenticationError) or type(exc).__name__ == "CredentialUnavailableError"
+
+
+def classify(exc: BaseException) -> ErrorInfo:
+    """Map an exception raised during a run to what the client sees."""
+    for err in _chain(exc):
+        if isinstance(err, SettingsError):
+            return ErrorInfo(503, err.code, str(err))
+        if _is_credential_error(err):
+            return ErrorInfo(
+                503,
+                "credential_unavailable",
+                "Could not get a token for Azure OpenAI: no managed identity or developer sign-in "
+                "(az login) is available to DefaultAzureCredential, or it lacks access to the resource. "
+                "Set AZURE_OPENAI_API_KEY or grant the identity the 'Cognitive Services OpenAI User' role.",
+            )
+        if isinstance(err, openai.RateLimitError):
+            return ErrorInfo(429, "rate_limited", "The model service is rate limiting requests. Try again shortly.")
+        if isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
+            return ErrorInfo(502, "upstream_auth", "The model service rejected this app's credentials.")
+        if isinstance(err, openai.NotFoundError):
+            return ErrorInfo(
+                502, "upstream_not_found", "The model service does not know the configured model or deployment."
+            )
+        if isinstance(err, openai.BadRequestError):
+            return ErrorInfo(502, "upstream_rejected", "The model service rejected the request.")
+        if isinstance(err, openai.APITimeoutError):
+            return ErrorInfo(504, "upstream_timeout", "The model service did not answer in time.")
+        if isinstance(err, openai.APIConnectionError):
+            return ErrorInfo(
+                502, "upstream_unavailable", "Could not reach the model service, or it dropped the connection."
+            )
+        if isinstance(err, openai.APIStatusError):
+            return ErrorInfo(502, "upstream_error", "The model service failed to answer.")
+        if isinstance(err, openai.APIError):
+            return ErrorInfo(502, "upstream_error", "The model service sent a response this app could not read.")
+    return ErrorInfo(500, "internal_error", "The run failed unexpectedly.")

@@ -1,0 +1,68 @@
+"""The one HTTP handler both stream triggers share.
+
+request -> validated :class:`RunRequest` -> runner -> :func:`guard` ->
+encoder chosen from ``Accept`` -> :class:`EventStreamResponse`.
+Bad input answers 4xx JSON; a missing model configuration answers 503
+JSON before any byte of a stream is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
+
+import llm
+from settings import SettingsError, stream_settings
+from streaming.encoders import choose_encoder
+from streaming.pipeline import guard
+from streaming.request import RequestError, parse_body, parse_query, read_body
+from streaming.response import EventStreamResponse
+from streaming.runners import Runner
+
+logger = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+async def stream_run(req: Request, runner: Runner) -> Response:
+    """Validate ``req``, then stream ``runner``'s events."""
+    if req.method == "GET" and "last-event-id" in req.headers:
+        # A browser's EventSource reconnecting after a stream ended. Runs are
+        # stateless and not resumable: 204 tells it to stop for good instead
+        # of running (and paying for) the agent again.
+        return Response(status_code=204)
+    run_id = uuid.uuid4().hex[:12]
+    try:
+        limits = stream_settings()
+        if req.method == "GET":
+            run_request = parse_query(req.query_params, limits)
+        else:
+            body = await read_body(req.stream(), req.headers.get("content-length"), limits)
+            run_request = parse_body(body, req.headers.get("content-type"), limits)
+        client, model = llm.chat_client()
+    except RequestError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except SettingsError as exc:
+        logger.error("run %s refused: %s", run_id, exc)
+        return error_response(503, exc.code, str(exc))
+    logger.info(
+        "run %s: %s %s via %s (%d earlier turns)",
+        run_id,
+        req.method,
+        req.url.path,
+        model.provider,
+        len(run_request.history),
+    )
+    events = guard(runner(run_request, client, model), deadline_s=limits.deadline_s, run_id=run_id)
+    return EventStreamResponse(
+        events,
+        encoder=choose_encoder(req.headers.get("accept")),
+        heartbeat_s=limits.heartbeat_s,
+        send_timeout_s=limits.send_timeout_s,
+        run_id=run_id,
+        headers={"X-Run-Id": run_id},
+    )

@@ -1,0 +1,83 @@
+"""Runners: run the weather agent or the workflow for one request and
+yield stream events. The two triggers differ only in which runner they use.
+
+Each runner builds its agent or workflow per request (a workflow instance
+cannot run twice at once; building is cheap) over the shared chat client,
+and always closes the framework stream it opened: leaving the loop early
+does not close the model's HTTP call by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+from agent_framework import AgentResponseUpdate
+
+from agents import WEATHER_AGENT_NAME, build_weather_agent
+from settings import ModelSettings
+from streaming.events import AgentCompleted, AgentStarted, StreamEvent
+from streaming.mapping import UpdateMapper
+from streaming.request import RunRequest
+from workflows import RESEARCHER_NAME, WRITER_NAME, build_research_workflow
+
+logger = logging.getLogger(__name__)
+
+Runner = Callable[[RunRequest, Any, ModelSettings], AsyncIterator[StreamEvent]]
+
+CLOSE_TIMEOUT_S = 2.0
+
+
+async def close_stream(stream: Any) -> None:
+    """Close a framework stream, even while being cancelled, in bounded time."""
+    with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+        try:
+            await stream.close()
+        except Exception:  # closing is best effort; the run's own error wins
+            logger.debug("closing the stream failed", exc_info=True)
+
+
+async def run_agent(request: RunRequest, client: Any, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
+    """The weather agent: its text, tool calls and results, then ``done``."""
+    agent = build_weather_agent(client)
+    mapper = UpdateMapper()
+    yield AgentStarted(WEATHER_AGENT_NAME)
+    stream = agent.run(request.to_messages(), stream=True)
+    try:
+        async for update in stream:
+            for event in mapper.feed(update, WEATHER_AGENT_NAME):
+                yield event
+    finally:
+        await close_stream(stream)
+    for event in mapper.flush():
+        yield event
+    yield AgentCompleted(WEATHER_AGENT_NAME)
+    yield mapper.done(settings.provider, settings.model)
+
+
+async def run_workflow(request: RunRequest, client: Any, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
+    """Researcher then writer: each agent's start, text, tools and end."""
+    workflow = build_research_workflow(client)
+    agents = {RESEARCHER_NAME, WRITER_NAME}
+    mapper = UpdateMapper()
+    stream = workflow.run(request.to_messages(), stream=True)
+    try:
+        async for event in stream:
+            agent = event.executor_id
+            if agent not in agents:
+                continue
+            if event.type == "executor_invoked":
+                yield AgentStarted(agent)
+            elif event.type in ("intermediate", "output") and isinstance(event.data, AgentResponseUpdate):
+                for mapped in mapper.feed(event.data, agent):
+                    yield mapped
+            elif event.type == "executor_completed":
+                for mapped in mapper.flush():
+                    yield mapped
+                yield AgentCompleted(agent)
+            # executor_failed is followed by the exception itself, raised by the stream.
+    finally:
+        await close_stream(stream)
+    yield mapper.done(settings.provider, settings.model)
