@@ -137,9 +137,11 @@ def build_app(
     return app, served
 
 
-def create_app(root: Path = ROOT) -> tuple[Starlette, list[tuple[HttpFunction, str]]]:
+def create_app(
+    root: Path = ROOT, settings_file: Path | None = None
+) -> tuple[Starlette, list[tuple[HttpFunction, str]]]:
     """Load settings the way Core Tools does, then import and serve the app."""
-    local = load_local_settings(root / "local.settings.json")
+    local = load_local_settings(settings_file or root / "local.settings.json")
     apply_values(local.get("Values", {}))
     import function_app  # imported after the settings are in place, as the worker does
 

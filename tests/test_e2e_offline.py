@@ -1,0 +1,167 @@
+"""End to end over real loopback HTTP: the app on the local host with the
+offline model. Holds the event contract (see the README)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.support import parse_sse, stream_events, text_of
+
+NAMED = {"agent_started", "agent_completed", "tool_call", "tool_result", "done", "error"}
+
+
+def assert_contract(events) -> None:
+    """Every event has an increasing id; exactly one terminal event, last."""
+    assert events, "no events"
+    ids = [int(e.id) for e in events]
+    assert ids == list(range(1, len(events) + 1))
+    assert {e.event for e in events} <= NAMED | {"message"}
+    terminal = [e for e in events if e.event in ("done", "error")]
+    assert len(terminal) == 1 and terminal[0] is events[-1]
+
+
+def test_agent_streams_tool_calls_then_text(offline_client: httpx.Client) -> None:
+    response, events = stream_events(
+        offline_client, "/api/agent/stream", json_body={"message": "What's the weather in Seattle and Portland?"}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["x-accel-buffering"] == "no"
+    assert_contract(events)
+    kinds = [e.event for e in events]
+    assert kinds[0] == "agent_started" and kinds[-2:] == ["agent_completed", "done"]
+    calls = [e.data for e in events if e.event == "tool_call"]
+    results = [e.data for e in events if e.event == "tool_result"]
+    assert [c["arguments"] for c in calls] == [{"location": "Seattle"}, {"location": "Portland"}]
+    assert {r["call_id"] for r in results} == {c["call_id"] for c in calls}
+    assert all(r["name"] == "get_weather" and not r["is_error"] for r in results)
+    # Every call is announced before its result, and text comes after the results.
+    assert kinds.index("tool_call") < kinds.index("tool_result") < kinds.index("message")
+    text = text_of(events)
+    for result in results:
+        assert f"{result['result']['location']}: {result['result']['conditions']}" in text
+    assert len([e for e in events if e.event == "message"]) > 5, "text must arrive in pieces"
+    done = events[-1].data
+    assert done["provider"] == "offline" and done["model"] == "offline-demo"
+    assert done["usage"]["total_tokens"] > 0 and done["elapsed_ms"] >= 0
+
+
+def test_workflow_streams_both_agents_in_order(offline_client: httpx.Client) -> None:
+    response, events = stream_events(
+        offline_client, "/api/workflow/stream", json_body={"message": "Research the weather in Oslo and write a poem"}
+    )
+    assert response.status_code == 200
+    assert_contract(events)
+    transitions = [(e.event, e.data["agent"]) for e in events if e.event in ("agent_started", "agent_completed")]
+    assert transitions == [
+        ("agent_started", "researcher"),
+        ("agent_completed", "researcher"),
+        ("agent_started", "writer"),
+        ("agent_completed", "writer"),
+    ]
+    agents_in_text_order = [e.data["agent"] for e in events if e.event == "message"]
+    first_writer = agents_in_text_order.index("writer")
+    assert set(agents_in_text_order[:first_writer]) == {"researcher"}
+    assert set(agents_in_text_order[first_writer:]) == {"writer"}
+    assert [e.data["agent"] for e in events if e.event == "tool_call"] == ["researcher"]
+    assert "Oslo" in text_of(events, "researcher") and "Oslo" in text_of(events, "writer")
+
+
+def test_get_with_query_for_event_source(offline_client: httpx.Client) -> None:
+    response, events = stream_events(offline_client, "/api/agent/stream", params={"message": "weather in paris"})
+    assert response.status_code == 200
+    assert_contract(events)
+    assert "Paris" in text_of(events)
+
+
+def test_reconnect_with_last_event_id_gets_204(offline_client: httpx.Client) -> None:
+    response = offline_client.get(
+        "/api/agent/stream", params={"message": "weather in Paris"}, headers={"Last-Event-ID": "12"}
+    )
+    assert response.status_code == 204
+    assert response.content == b""
+
+
+def test_seed_client_loop_reads_the_text(offline_app) -> None:
+    """The loop from the original samples (data: lines, data.get('text'))."""
+    out = []
+    with httpx.stream(
+        "POST", f"{offline_app.url}/api/agent/stream", json={"message": "Tell me about Seattle weather"}, timeout=30
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                data = json.loads(line[6:])
+                if data.get("text"):
+                    out.append(data["text"])
+    assert "Seattle:" in "".join(out)
+
+
+def test_accept_text_plain_streams_text_alone(offline_client: httpx.Client) -> None:
+    response = offline_client.post(
+        "/api/workflow/stream", json={"message": "Weather in Oslo, then a poem"}, headers={"Accept": "text/plain"}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    body = response.text
+    assert "data:" not in body and "event:" not in body
+    researcher, writer = body.strip().split("\n\n", 1)
+    assert researcher.startswith("Here is the current weather. Oslo:")
+    assert "Oslo" in writer
+
+
+def test_accept_ndjson_streams_one_event_per_line(offline_client: httpx.Client) -> None:
+    response = offline_client.post(
+        "/api/agent/stream", json={"message": "Weather in Lima?"}, headers={"Accept": "application/x-ndjson"}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert [line["id"] for line in lines] == list(range(1, len(lines) + 1))
+    assert lines[-1]["event"] == "done"
+    assert any(line["event"] == "tool_call" and line["arguments"] == {"location": "Lima"} for line in lines)
+    assert "Lima:" in "".join(line["text"] for line in lines if line["event"] == "text")
+
+
+def test_multi_turn_history_reaches_the_model(offline_client: httpx.Client) -> None:
+    history = [
+        {"role": "user", "content": "What's the weather in Rome?"},
+        {"role": "assistant", "content": "Rome: sunny, 25 °C."},
+    ]
+    _, events = stream_events(
+        offline_client, "/api/agent/stream", json_body={"message": "And in Madrid?", "messages": history}
+    )
+    assert_contract(events)
+    assert [e.data["arguments"] for e in events if e.event == "tool_call"] == [{"location": "Madrid"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({}, 400, "missing_message"),
+        ({"message": "   "}, 400, "empty_message"),
+        ({"message": 42}, 400, "invalid_message"),
+        ({"message": "hi", "messages": [{"role": "system", "content": "x"}]}, 400, "invalid_role"),
+    ],
+)
+def test_bad_input_is_a_4xx_json_error(offline_client: httpx.Client, body, status, code) -> None:
+    response = offline_client.post("/api/agent/stream", json=body)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["message"]
+
+
+def test_health_names_the_model(offline_client: httpx.Client) -> None:
+    response = offline_client.get("/api/health")
+    assert response.json() == {
+        "status": "ok",
+        "model": {"configured": True, "provider": "offline", "model": "offline-demo"},
+    }
+
+
+def test_parse_sse_helper_handles_comments_and_multiline() -> None:
+    events = parse_sse([": ping", "", "id: 1", "event: x", 'data: {"a":', "data: 1}", ""])
+    assert [(e.event, e.data, e.id) for e in events] == [("x", {"a": 1}, "1")]
