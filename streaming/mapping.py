@@ -96,7 +96,8 @@ class UpdateMapper:
         return events
 
     def done(self, provider: str, model: str) -> Done:
-        if self.usage and "total_tokens" not in self.usage:
+        if "input_tokens" in self.usage or "output_tokens" in self.usage:
+            # Some services leave the total out of some chunks: derive it.
             self.usage["total_tokens"] = self.usage.get("input_tokens", 0) + self.usage.get("output_tokens", 0)
         return Done(provider=provider, model=self.model or model, usage=dict(self.usage) or None)
 

@@ -36,6 +36,7 @@ STREAM_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 BUFFERED_EVENTS = 64
+CLOSE_TIMEOUT_S = 2.0
 
 
 class EventStreamResponse(StreamingResponse):
@@ -65,14 +66,15 @@ class EventStreamResponse(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         chunks_in, chunks_out = anyio.create_memory_object_stream[bytes](BUFFERED_EVENTS)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._listen_for_disconnect, receive, tg.cancel_scope)
-            tg.start_soon(self._produce, chunks_in)
-            try:
-                await self._send(send, chunks_out)
-            except TimeoutError:
-                logger.warning("run %s: the client stopped reading; ending the stream", self.run_id)
-            tg.cancel_scope.cancel()
+        with chunks_out:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._listen_for_disconnect, receive, tg.cancel_scope)
+                tg.start_soon(self._produce, chunks_in)
+                try:
+                    await self._send(send, chunks_out)
+                except TimeoutError:
+                    logger.warning("run %s: the client stopped reading; ending the stream", self.run_id)
+                tg.cancel_scope.cancel()
 
     async def _listen_for_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
         while True:
@@ -84,35 +86,44 @@ class EventStreamResponse(StreamingResponse):
                 return
 
     async def _produce(self, chunks: MemoryObjectSendStream[bytes]) -> None:
-        async with chunks:
-            event_id = 0
-            async for event in self.events:
-                event_id += 1
-                data = self.encoder.encode(event_id, event)
-                if data:
-                    await chunks.send(data)
+        try:
+            async with chunks:
+                event_id = 0
+                async for event in self.events:
+                    event_id += 1
+                    data = self.encoder.encode(event_id, event)
+                    if data:
+                        await chunks.send(data)
+        finally:
+            # Cancelled while waiting to hand over a chunk, the event
+            # generator sits at a yield: close it now (its finally closes the
+            # model call) rather than whenever it is garbage collected.
+            aclose = getattr(self.events, "aclose", None)
+            if aclose is not None:
+                with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+                    await aclose()
 
     async def _send(self, send: Send, chunks: MemoryObjectReceiveStream[bytes]) -> None:
-        async with chunks:
-            with anyio.fail_after(self.send_timeout_s):
-                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            while True:
-                with anyio.move_on_after(self.heartbeat_s) as idle:
+        # ``chunks`` is closed by the caller, after the producer is cancelled.
+        with anyio.fail_after(self.send_timeout_s):
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        while True:
+            with anyio.move_on_after(self.heartbeat_s) as idle:
+                try:
+                    data = [await chunks.receive()]
+                except anyio.EndOfStream:
+                    break
+            if idle.cancelled_caught:
+                if self.encoder.heartbeat is None:
+                    continue
+                data = [self.encoder.heartbeat]
+            else:
+                while True:  # take whatever else is ready: one write, not many
                     try:
-                        data = [await chunks.receive()]
-                    except anyio.EndOfStream:
+                        data.append(chunks.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                if idle.cancelled_caught:
-                    if self.encoder.heartbeat is None:
-                        continue
-                    data = [self.encoder.heartbeat]
-                else:
-                    while True:  # take whatever else is ready: one write, not many
-                        try:
-                            data.append(chunks.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                with anyio.fail_after(self.send_timeout_s):
-                    await send({"type": "http.response.body", "body": b"".join(data), "more_body": True})
             with anyio.fail_after(self.send_timeout_s):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await send({"type": "http.response.body", "body": b"".join(data), "more_body": True})
+        with anyio.fail_after(self.send_timeout_s):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streaming.encoders import NDJSONEncoder, SSEEncoder, TextEncoder, choose_encoder
+from streaming.events import AgentStarted, Done, Error, TextDelta, ToolCall, ToolResult
+from tests.support import parse_sse
+
+EVENTS = [
+    AgentStarted("weather"),
+    TextDelta("Hello\nworld", "weather"),
+    ToolCall("weather", "c1", "get_weather", {"location": "Zürich"}),
+    ToolResult("weather", "c1", "get_weather", {"ok": True}),
+    Done("offline", "offline-demo", {"total_tokens": 3}, 12),
+]
+
+
+def test_sse_text_is_unnamed_and_the_rest_named() -> None:
+    wire = b"".join(SSEEncoder().encode(i, e) for i, e in enumerate(EVENTS, 1)).decode()
+    assert wire.startswith('id: 1\nevent: agent_started\ndata: {"agent":"weather"}\n\n')
+    assert 'id: 2\ndata: {"text":"Hello\\nworld","agent":"weather"}\n\n' in wire
+    parsed = parse_sse(wire.split("\n"))
+    assert [e.event for e in parsed] == ["agent_started", "message", "tool_call", "tool_result", "done"]
+    assert parsed[2].data["arguments"] == {"location": "Zürich"}  # UTF-8, not \u escapes
+    assert "Zürich" in wire
+
+
+def test_sse_error_payload_shape() -> None:
+    wire = SSEEncoder().encode(7, Error("timeout", "too slow")).decode()
+    assert wire == 'id: 7\nevent: error\ndata: {"error":{"code":"timeout","message":"too slow"}}\n\n'
+
+
+def test_ndjson_one_object_per_line() -> None:
+    lines = [json.loads(NDJSONEncoder().encode(i, e)) for i, e in enumerate(EVENTS, 1)]
+    assert lines[1] == {"id": 2, "event": "text", "text": "Hello\nworld", "agent": "weather"}
+    assert lines[-1]["event"] == "done" and lines[-1]["usage"] == {"total_tokens": 3}
+    assert NDJSONEncoder.heartbeat is None
+
+
+def test_text_separates_agents_and_shows_errors() -> None:
+    encoder = TextEncoder()
+    out = b"".join(
+        encoder.encode(i, e)
+        for i, e in enumerate(
+            [
+                AgentStarted("researcher"),
+                TextDelta("a", "researcher"),
+                TextDelta("b", "researcher"),
+                ToolCall("researcher", "c", "t", {}),
+                TextDelta("c", "writer"),
+                Error("upstream_error", "boom"),
+            ],
+            1,
+        )
+    )
+    assert out.decode() == "ab\n\nc\n[error] upstream_error: boom\n"
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, SSEEncoder),
+        ("", SSEEncoder),
+        ("*/*", SSEEncoder),
+        ("text/event-stream", SSEEncoder),
+        ("text/plain", TextEncoder),
+        ("application/x-ndjson", NDJSONEncoder),
+        ("application/json", SSEEncoder),
+        ("text/plain;q=0.5, application/x-ndjson", NDJSONEncoder),
+        ("text/plain, application/x-ndjson;q=0.9", TextEncoder),
+        ("Text/Plain; charset=utf-8", TextEncoder),
+        ("text/plain;q=0", SSEEncoder),
+        ("text/plain;q=abc", SSEEncoder),
+    ],
+)
+def test_choose_encoder_from_accept(accept, expected) -> None:
+    assert type(choose_encoder(accept)) is expected

@@ -1,0 +1,111 @@
+"""guard(): exactly one terminal event, errors and deadlines as events."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import openai
+
+from settings import SettingsError
+from streaming.errors import classify
+from streaming.events import AgentStarted, Done, Error, TextDelta
+from streaming.pipeline import guard
+
+
+async def collect(events, deadline_s: float = 5.0):
+    return [e async for e in guard(events, deadline_s=deadline_s, run_id="test")]
+
+
+async def test_done_is_stamped_with_elapsed_time_and_ends_the_stream() -> None:
+    async def runner():
+        yield TextDelta("a", "x")
+        await asyncio.sleep(0.05)
+        yield Done("offline", "m")
+        yield TextDelta("after the end", "x")
+
+    events = await collect(runner())
+    assert [type(e) for e in events] == [TextDelta, Done]
+    assert events[-1].elapsed_ms >= 50
+
+
+async def test_an_exception_becomes_one_safe_error_event() -> None:
+    async def runner():
+        yield AgentStarted("x")
+        raise RuntimeError("secret-key-123 leaked in a message")
+
+    events = await collect(runner())
+    assert events[-1] == Error("internal_error", "The run failed unexpectedly.")
+    assert "secret" not in repr(events)
+
+
+async def test_a_runner_that_ends_without_terminal_gets_an_error() -> None:
+    async def runner():
+        yield TextDelta("a", "x")
+
+    assert (await collect(runner()))[-1].code == "internal_error"
+
+
+async def test_deadline_cancels_the_runner_and_reports_timeout() -> None:
+    closed = asyncio.Event()
+
+    async def runner():
+        try:
+            yield TextDelta("a", "x")
+            await asyncio.sleep(30)
+            yield Done("offline", "m")
+        finally:
+            closed.set()
+
+    events = await asyncio.wait_for(collect(runner(), deadline_s=0.2), 5)
+    assert events[-1].code == "timeout" and "0.2 seconds" in events[-1].message
+    assert closed.is_set(), "the runner must be closed (and with it the model call)"
+
+
+async def test_consumer_leaving_early_closes_the_runner() -> None:
+    closed = asyncio.Event()
+
+    async def runner():
+        try:
+            while True:
+                yield TextDelta("a", "x")
+                await asyncio.sleep(0)
+        finally:
+            closed.set()
+
+    stream = guard(runner(), deadline_s=5, run_id="t")
+    await anext(stream)
+    await stream.aclose()
+    assert closed.is_set()
+
+
+def _request() -> httpx.Request:
+    return httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+
+
+def _status(cls, code: int):
+    return cls("no", response=httpx.Response(code, request=_request()), body=None)
+
+
+def test_classify_upstream_failures() -> None:
+    cases = {
+        "rate_limited": _status(openai.RateLimitError, 429),
+        "upstream_auth": _status(openai.AuthenticationError, 401),
+        "upstream_not_found": _status(openai.NotFoundError, 404),
+        "upstream_error": _status(openai.InternalServerError, 500),
+        "upstream_timeout": openai.APITimeoutError(request=_request()),
+        "upstream_unavailable": openai.APIConnectionError(request=_request()),
+    }
+    for code, exc in cases.items():
+        assert classify(exc).code == code
+    wrapped = RuntimeError("framework wrapper")
+    wrapped.__cause__ = cases["rate_limited"]
+    assert classify(wrapped).code == "rate_limited"
+    assert classify(SettingsError("set X", missing=("X",))).status == 503
+
+
+def test_classify_credential_failure_names_the_cause() -> None:
+    from azure.core.exceptions import ClientAuthenticationError
+
+    info = classify(ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token"))
+    assert info.code == "credential_unavailable" and "DefaultAzureCredential" in info.message

@@ -1,0 +1,123 @@
+"""EventStreamResponse at the ASGI level: disconnects, heartbeats, slow
+readers, coalescing. Independent of what the server reports as its spec."""
+
+from __future__ import annotations
+
+import asyncio
+
+from streaming.encoders import SSEEncoder, TextEncoder
+from streaming.events import Done, TextDelta
+from streaming.response import EventStreamResponse
+
+SCOPE = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "GET", "path": "/", "headers": []}
+
+
+def never_disconnects():
+    async def receive():
+        await asyncio.Event().wait()
+
+    return receive
+
+
+async def test_disconnect_cancels_a_silent_run_at_once() -> None:
+    cancelled = asyncio.Event()
+
+    async def silent_run():
+        try:
+            await asyncio.sleep(60)  # waiting for a first token
+            yield TextDelta("never", "x")
+        finally:
+            cancelled.set()
+
+    gone = asyncio.Event()
+
+    async def receive():
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    response = EventStreamResponse(silent_run(), heartbeat_s=10)
+    task = asyncio.create_task(response(SCOPE, receive, send))
+    await asyncio.sleep(0.05)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    gone.set()
+    await asyncio.wait_for(task, 2)
+    assert cancelled.is_set() and response.disconnected
+    assert loop.time() - started < 0.5
+    assert sent[0]["type"] == "http.response.start"
+
+
+async def test_heartbeat_while_nothing_else_is_sent() -> None:
+    async def slow_run():
+        await asyncio.sleep(0.35)
+        yield Done("offline", "m")
+
+    bodies = []
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            bodies.append(message["body"])
+
+    await EventStreamResponse(slow_run(), heartbeat_s=0.1)(SCOPE, never_disconnects(), send)
+    pings = [b for b in bodies if b == b": ping\n\n"]
+    assert 2 <= len(pings) <= 4
+    assert bodies[-2].startswith(b"id: 1\nevent: done") and bodies[-1] == b""
+
+
+async def test_no_heartbeat_for_formats_without_one() -> None:
+    async def slow_run():
+        await asyncio.sleep(0.25)
+        yield TextDelta("hi", "x")
+
+    bodies = []
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            bodies.append(message["body"])
+
+    await EventStreamResponse(slow_run(), encoder=TextEncoder(), heartbeat_s=0.05)(SCOPE, never_disconnects(), send)
+    assert bodies == [b"hi", b""]
+
+
+async def test_a_reader_that_stops_reading_ends_the_run() -> None:
+    cancelled = asyncio.Event()
+
+    async def endless():
+        try:
+            while True:
+                yield TextDelta("x" * 100, "a")
+                await asyncio.sleep(0)
+        finally:
+            cancelled.set()
+
+    async def stuck_send(message):
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()  # the socket buffer is full and nobody reads
+
+    response = EventStreamResponse(endless(), send_timeout_s=0.2)
+    await asyncio.wait_for(response(SCOPE, never_disconnects(), stuck_send), 3)
+    assert cancelled.is_set()
+
+
+async def test_events_ready_together_go_out_in_one_write() -> None:
+    async def burst():
+        for i in range(50):
+            yield TextDelta(str(i), "a")
+        yield Done("offline", "m")
+
+    writes = []
+
+    async def send(message):
+        if message["type"] == "http.response.body" and message["body"]:
+            writes.append(message["body"])
+        await asyncio.sleep(0.01)
+
+    await EventStreamResponse(burst(), encoder=SSEEncoder())(SCOPE, never_disconnects(), send)
+    joined = b"".join(writes)
+    assert joined.count(b"\n\n") == 51 and joined.index(b'"0"') < joined.index(b'"49"')
+    assert len(writes) < 10
