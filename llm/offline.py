@@ -96,6 +96,19 @@ def _reports(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return reports
 
 
+def _failed_places(messages: Sequence[Message]) -> list[str]:
+    """Places whose ``get_weather`` call failed, from the calls' arguments."""
+    asked: dict[str, str] = {}
+    failed: list[str] = []
+    for message in messages:
+        for content in message.contents:
+            if content.type == "function_call" and content.call_id:
+                asked[content.call_id] = str((content.parse_arguments() or {}).get("location", "that place"))
+            elif content.type == "function_result" and content.exception is not None:
+                failed.append(asked.get(content.call_id or "", "one place"))
+    return failed
+
+
 def _describe(report: Mapping[str, Any]) -> str:
     return (
         f"{report['location']}: {report.get('conditions', 'unknown')}, {report.get('temperature_c', '?')} °C, "
@@ -142,7 +155,8 @@ class OfflineChatClient(FunctionInvocationLayer[Any], BaseChatClient[Any]):
         offers_weather = any(getattr(t, "name", None) == WEATHER_TOOL for t in options.get("tools") or ())
         prompt_words = sum(len(_text_of(m).split()) for m in messages)
 
-        if offers_weather and not _reports(turn):
+        answered = any(c.type == "function_result" for m in turn for c in m.contents)
+        if offers_weather and not answered:
             places = find_places(request)
             if places:
                 calls = [
@@ -161,6 +175,9 @@ class OfflineChatClient(FunctionInvocationLayer[Any], BaseChatClient[Any]):
         elif offers_weather:
             answer = " ".join(f"{_describe(r)}." for r in _reports(turn))
             answer = f"Here is the current weather. {answer} (Offline sample data, not a forecast.)"
+            failed = _failed_places(turn)
+            if failed:
+                answer += f" I could not get the weather for {', '.join(failed)}: the weather service failed."
         else:
             answer = self._write(asked, messages)
 

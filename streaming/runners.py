@@ -21,6 +21,7 @@ from settings import ModelSettings
 from streaming.events import AgentCompleted, AgentStarted, StreamEvent
 from streaming.mapping import UpdateMapper
 from streaming.request import RunRequest
+from tools import WeatherProvider
 from workflows import RESEARCHER_NAME, WRITER_NAME, build_research_workflow
 
 logger = logging.getLogger(__name__)
@@ -39,9 +40,11 @@ async def close_stream(stream: Any) -> None:
             logger.debug("closing the stream failed", exc_info=True)
 
 
-async def run_agent(request: RunRequest, client: Any, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
+async def run_agent(
+    request: RunRequest, client: Any, settings: ModelSettings, *, provider: WeatherProvider | None = None
+) -> AsyncIterator[StreamEvent]:
     """The weather agent: its text, tool calls and results, then ``done``."""
-    agent = build_weather_agent(client)
+    agent = build_weather_agent(client, provider)
     mapper = UpdateMapper()
     yield AgentStarted(WEATHER_AGENT_NAME)
     stream = agent.run(request.to_messages(), stream=True)
@@ -57,9 +60,11 @@ async def run_agent(request: RunRequest, client: Any, settings: ModelSettings) -
     yield mapper.done(settings.provider, settings.model)
 
 
-async def run_workflow(request: RunRequest, client: Any, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
+async def run_workflow(
+    request: RunRequest, client: Any, settings: ModelSettings, *, provider: WeatherProvider | None = None
+) -> AsyncIterator[StreamEvent]:
     """Researcher then writer: each agent's start, text, tools and end."""
-    workflow = build_research_workflow(client)
+    workflow = build_research_workflow(client, provider)
     agents = {RESEARCHER_NAME, WRITER_NAME}
     mapper = UpdateMapper()
     stream = workflow.run(request.to_messages(), stream=True)

@@ -62,3 +62,49 @@ async def test_tool_rejects_an_empty_location() -> None:
     weather = make_weather_tool(OfflineWeatherProvider())
     with pytest.raises(Exception, match="at least 1 character"):
         await weather.invoke(arguments={"location": ""})
+
+
+class BrokenProvider:
+    name = "broken"
+
+    async def current(self, location: str):
+        if location == "Atlantis":
+            raise ConnectionError("weather service down")
+        return await OfflineWeatherProvider().current(location)
+
+
+class SlowProvider:
+    name = "slow"
+
+    async def current(self, location: str):
+        import asyncio
+
+        await asyncio.sleep(5)
+
+
+async def test_a_failing_tool_is_reported_and_the_agent_still_answers() -> None:
+    from settings import model_settings
+    from streaming.events import TextDelta, ToolResult
+    from streaming.request import RunRequest
+    from streaming.runners import run_agent
+
+    events = [
+        e
+        async for e in run_agent(
+            RunRequest("Weather in Atlantis and Oslo?"),
+            OfflineChatClient(delay=0),
+            model_settings({}),
+            provider=BrokenProvider(),
+        )
+    ]
+    results = {e.result["location"] if not e.is_error else "failed": e for e in events if isinstance(e, ToolResult)}
+    assert set(results) == {"Oslo", "failed"}
+    assert results["failed"].is_error and "weather service down" not in str(results["failed"].result)
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert "Oslo:" in text and "could not get the weather for Atlantis" in text
+
+
+async def test_a_slow_tool_times_out_as_a_tool_error() -> None:
+    weather = make_weather_tool(SlowProvider(), timeout_s=0.05)
+    with pytest.raises(TimeoutError):
+        await weather.invoke(arguments={"location": "Oslo"})

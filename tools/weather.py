@@ -11,10 +11,14 @@ import hashlib
 from dataclasses import asdict, dataclass
 from typing import Annotated, Protocol
 
+import anyio
 from agent_framework import FunctionTool, tool
 from pydantic import Field
 
 MAX_LOCATION_CHARS = 100
+#: A provider slower than this fails the call; the model sees a tool error and
+#: can still answer (for example, say the weather is unavailable).
+TOOL_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +74,12 @@ class OfflineWeatherProvider:
         )
 
 
-def make_weather_tool(provider: WeatherProvider) -> FunctionTool:
-    """Build the ``get_weather`` tool over ``provider``."""
+def make_weather_tool(provider: WeatherProvider, *, timeout_s: float = TOOL_TIMEOUT_S) -> FunctionTool:
+    """Build the ``get_weather`` tool over ``provider``.
+
+    A provider error or timeout becomes a failed tool result (the framework
+    tells the model "Error: Function failed." without the detail, and the
+    stream carries a ``tool_result`` with ``is_error``)."""
 
     @tool(name="get_weather")
     async def get_weather(
@@ -85,7 +93,8 @@ def make_weather_tool(provider: WeatherProvider) -> FunctionTool:
         ],
     ) -> dict[str, object]:
         """Get the current weather for a location: conditions, temperature in °C, wind in km/h, humidity in %."""
-        report = await provider.current(location)
+        with anyio.fail_after(timeout_s):
+            report = await provider.current(location)
         return report.as_dict()
 
     return get_weather
