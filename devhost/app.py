@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,6 +99,21 @@ def _endpoint(fn: HttpFunction) -> Any:
     return endpoint
 
 
+class InvocationId:
+    """Gives each HTTP request an ``x-ms-invocation-id`` header, as the
+    Functions host does (replacing any the client sent)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = [(k, v) for k, v in scope["headers"] if k != b"x-ms-invocation-id"]
+            headers.append((b"x-ms-invocation-id", str(uuid.uuid4()).encode()))
+            scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)
+
+
 def cors_middleware(host: Mapping[str, Any]) -> list[Middleware]:
     origins = [o.strip() for o in str(host.get("CORS", "")).split(",") if o.strip()]
     if not origins:
@@ -131,7 +148,7 @@ def build_app(
 
     app = Starlette(
         routes=routes,
-        middleware=cors_middleware(host_settings or {}),
+        middleware=[*cors_middleware(host_settings or {}), Middleware(InvocationId)],
         exception_handlers={404: not_found, 405: not_allowed},
     )
     return app, served

@@ -9,6 +9,7 @@ JSON before any byte of a stream is sent.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
@@ -24,6 +25,18 @@ from streaming.runners import Runner
 logger = logging.getLogger(__name__)
 
 
+# The Functions host passes each invocation's id to the worker's HTTP server
+# in this header (the local host does the same); logs then match the
+# invocation in Application Insights.
+INVOCATION_HEADER = "x-ms-invocation-id"
+_SAFE_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
+
+
+def run_id_of(req: Request) -> str:
+    invocation = req.headers.get(INVOCATION_HEADER, "")
+    return invocation if _SAFE_ID.fullmatch(invocation) else uuid.uuid4().hex
+
+
 def error_response(status: int, code: str, message: str) -> Response:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
@@ -35,7 +48,7 @@ async def stream_run(req: Request, runner: Runner) -> Response:
         # stateless and not resumable: 204 tells it to stop for good instead
         # of running (and paying for) the agent again.
         return Response(status_code=204)
-    run_id = uuid.uuid4().hex[:12]
+    run_id = run_id_of(req)
     try:
         limits = stream_settings()
         if req.method == "GET":

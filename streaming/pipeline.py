@@ -38,8 +38,10 @@ async def guard(events: AsyncIterator[StreamEvent], *, deadline_s: float, run_id
                     event = None
                 except Exception as exc:
                     info = classify(exc)
-                    log = logger.warning if info.status < 500 or info.code != "internal_error" else logger.exception
-                    log("run %s failed: %s (%s)", run_id, info.code, type(exc).__name__, exc_info=exc)
+                    if info.code == "internal_error":
+                        logger.exception("run %s failed: %s", run_id, info.code)
+                    else:  # an expected failure upstream: no traceback, just what and why
+                        logger.warning("run %s failed: %s (%s: %.300s)", run_id, info.code, type(exc).__name__, exc)
                     yield Error(info.code, info.message)
                     return
             if scope.cancelled_caught:

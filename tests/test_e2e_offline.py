@@ -165,3 +165,12 @@ def test_health_names_the_model(offline_client: httpx.Client) -> None:
 def test_parse_sse_helper_handles_comments_and_multiline() -> None:
     events = parse_sse([": ping", "", "id: 1", "event: x", 'data: {"a":', "data: 1}", ""])
     assert [(e.event, e.data, e.id) for e in events] == [("x", {"a": 1}, "1")]
+
+
+def test_run_id_is_the_invocation_id_and_tags_the_log(offline_app, offline_client: httpx.Client) -> None:
+    spoofed = {"x-ms-invocation-id": "client-chosen"}
+    with offline_client.stream("POST", "/api/agent/stream", json={"message": "Weather in Oslo"}, headers=spoofed) as r:
+        r.read()
+    run_id = r.headers["x-run-id"]
+    assert run_id != "client-chosen" and len(run_id) == 36  # the host's uuid, like the Functions host's
+    assert f"run {run_id} done" in offline_app.logs()
