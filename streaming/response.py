@@ -74,6 +74,8 @@ class EventStreamResponse(StreamingResponse):
                     await self._send(send, chunks_out)
                 except TimeoutError:
                     logger.warning("run %s: the client stopped reading; ending the stream", self.run_id)
+                except OSError:  # servers on ASGI spec 2.4 may raise on a write to a closed socket
+                    logger.info("run %s: the connection closed while sending; cancelling the run", self.run_id)
                 tg.cancel_scope.cancel()
 
     async def _listen_for_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:

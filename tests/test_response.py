@@ -121,3 +121,22 @@ async def test_events_ready_together_go_out_in_one_write() -> None:
     joined = b"".join(writes)
     assert joined.count(b"\n\n") == 51 and joined.index(b'"0"') < joined.index(b'"49"')
     assert len(writes) < 10
+
+
+async def test_a_send_that_fails_ends_the_run_quietly() -> None:
+    cancelled = asyncio.Event()
+
+    async def run():
+        try:
+            while True:
+                yield TextDelta("x", "a")
+                await asyncio.sleep(0.01)
+        finally:
+            cancelled.set()
+
+    async def broken_send(message):
+        if message["type"] == "http.response.body":
+            raise OSError("connection reset")
+
+    await asyncio.wait_for(EventStreamResponse(run())(SCOPE, never_disconnects(), broken_send), 3)
+    assert cancelled.is_set()
