@@ -7,10 +7,12 @@ log, with the run id.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import openai
+from agent_framework.exceptions import ChatClientException
 
 from settings import SettingsError
 
@@ -38,6 +40,16 @@ def _is_credential_error(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - azure-core is a dependency
         return False
     return isinstance(exc, ClientAuthenticationError) or type(exc).__name__ == "CredentialUnavailableError"
+
+
+def _is_unreadable_model_response(exc: BaseException) -> bool:
+    """A model stream chunk that is not JSON: the OpenAI SDK raises
+    ``json.JSONDecodeError``, which the framework wraps in its
+    ``ChatClientException`` (so a JSON error of our own stays internal)."""
+    chain = list(_chain(exc))
+    return any(isinstance(err, ChatClientException) for err in chain) and any(
+        isinstance(err, json.JSONDecodeError) for err in chain
+    )
 
 
 def classify(exc: BaseException) -> ErrorInfo:
@@ -73,4 +85,6 @@ def classify(exc: BaseException) -> ErrorInfo:
             return ErrorInfo(502, "upstream_error", "The model service failed to answer.")
         if isinstance(err, openai.APIError):
             return ErrorInfo(502, "upstream_error", "The model service sent a response this app could not read.")
+    if _is_unreadable_model_response(exc):
+        return ErrorInfo(502, "upstream_error", "The model service sent a response this app could not read.")
     return ErrorInfo(500, "internal_error", "The run failed unexpectedly.")
