@@ -174,3 +174,18 @@ def test_run_id_is_the_invocation_id_and_tags_the_log(offline_app, offline_clien
     run_id = r.headers["x-run-id"]
     assert run_id != "client-chosen" and len(run_id) == 36  # the host's uuid, like the Functions host's
     assert f"run {run_id} done" in offline_app.logs()
+
+
+def test_cors_follows_local_settings_host_cors(offline_client: httpx.Client) -> None:
+    preflight = {
+        "Origin": "http://allowed.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,x-functions-key",
+    }
+    allowed = offline_client.options("/api/agent/stream", headers=preflight)
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://allowed.example"
+    refused = offline_client.options("/api/agent/stream", headers={**preflight, "Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in refused.headers
+    simple = offline_client.get("/api/health", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in simple.headers
