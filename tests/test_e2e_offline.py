@@ -189,3 +189,19 @@ def test_cors_follows_local_settings_host_cors(offline_client: httpx.Client) -> 
     assert "access-control-allow-origin" not in refused.headers
     simple = offline_client.get("/api/health", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in simple.headers
+
+
+def test_in_azure_without_a_model_the_streams_answer_503_naming_the_settings() -> None:
+    from tests.support import AppServer
+
+    with AppServer(env={"WEBSITE_INSTANCE_ID": "0123abcd"}) as app, httpx.Client(base_url=app.url) as client:
+        for path in ("/api/agent/stream", "/api/workflow/stream"):
+            response = client.post(path, json={"message": "Weather in Oslo?"})
+            assert response.status_code == 503
+            error = response.json()["error"]
+            assert error["code"] == "model_not_configured"
+            assert (
+                "AZURE_OPENAI_ENDPOINT" in error["message"] and "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME" in error["message"]
+            )
+        health = client.get("/api/health").json()
+        assert health["status"] == "ok" and health["model"]["configured"] is False
