@@ -18,7 +18,12 @@ If the user names no place, ask which place they mean."""
 
 
 def build_weather_agent(client: Any, provider: WeatherProvider | None = None) -> Agent:
-    """A weather agent over ``client``. Cheap: build one per request."""
+    """A weather agent over ``client``.
+
+    Build it once per chat client and share it: an agent run without a
+    session keeps no state on the agent, and each new agent (and tool)
+    registers new telemetry instruments, which the default OpenTelemetry
+    provider keeps forever."""
     return Agent(
         client=client,
         name=WEATHER_AGENT_NAME,

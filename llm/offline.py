@@ -199,7 +199,7 @@ class OfflineChatClient(FunctionInvocationLayer[Any], BaseChatClient[Any]):
             return f"This is the offline demo model. You asked: {request.strip() or '(nothing)'}"
         if "poem" in request.casefold():
             lines = [
-                f"In {r['location']} the day is {r.get('conditions', 'quiet')},"
+                f"In {r['location']} it is {r.get('conditions', 'quiet')},"
                 f" {r.get('temperature_c', '?')} degrees in the air;"
                 for r in reports
             ]

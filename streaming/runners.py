@@ -1,20 +1,21 @@
 """Runners: run the weather agent or the workflow for one request and
 yield stream events. The two triggers differ only in which runner they use.
 
-Each runner builds its agent or workflow per request (a workflow instance
-cannot run twice at once; building is cheap) over the shared chat client,
-and always closes the framework stream it opened: leaving the loop early
-does not close the model's HTTP call by itself.
+Agents are built once per chat client and shared (see :func:`_agents`); a
+workflow is built per request, since one workflow instance cannot run
+twice at once. Each runner always closes the framework stream it opened:
+leaving the loop early does not close the model's HTTP call by itself.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
-from agent_framework import AgentResponseUpdate
+from agent_framework import Agent, AgentResponseUpdate
 
 from agents import WEATHER_AGENT_NAME, build_weather_agent
 from settings import ModelSettings
@@ -22,13 +23,22 @@ from streaming.events import AgentCompleted, AgentStarted, StreamEvent
 from streaming.mapping import UpdateMapper
 from streaming.request import RunRequest
 from tools import WeatherProvider
-from workflows import RESEARCHER_NAME, WRITER_NAME, build_research_workflow
+from workflows import RESEARCHER_NAME, WRITER_NAME, build_research_agents, build_research_workflow
 
 logger = logging.getLogger(__name__)
 
 Runner = Callable[[RunRequest, Any, ModelSettings], AsyncIterator[StreamEvent]]
 
 CLOSE_TIMEOUT_S = 2.0
+
+
+@functools.lru_cache(maxsize=8)
+def _agents(client: Any) -> tuple[Agent, Agent, Agent]:
+    """The weather agent, the researcher and the writer for ``client``,
+    built once: a new agent or tool per request would register new
+    OpenTelemetry instruments each time, which the default (proxy) meter
+    provider keeps forever, a leak of about 3 KB per request."""
+    return (build_weather_agent(client), *build_research_agents(client))
 
 
 async def close_stream(stream: Any) -> None:
@@ -44,7 +54,7 @@ async def run_agent(
     request: RunRequest, client: Any, settings: ModelSettings, *, provider: WeatherProvider | None = None
 ) -> AsyncIterator[StreamEvent]:
     """The weather agent: its text, tool calls and results, then ``done``."""
-    agent = build_weather_agent(client, provider)
+    agent = build_weather_agent(client, provider) if provider else _agents(client)[0]
     mapper = UpdateMapper()
     yield AgentStarted(WEATHER_AGENT_NAME)
     stream = agent.run(request.to_messages(), stream=True)
@@ -64,7 +74,8 @@ async def run_workflow(
     request: RunRequest, client: Any, settings: ModelSettings, *, provider: WeatherProvider | None = None
 ) -> AsyncIterator[StreamEvent]:
     """Researcher then writer: each agent's start, text, tools and end."""
-    workflow = build_research_workflow(client, provider)
+    researcher, writer = build_research_agents(client, provider) if provider else _agents(client)[1:]
+    workflow = build_research_workflow(researcher, writer)
     agents = {RESEARCHER_NAME, WRITER_NAME}
     mapper = UpdateMapper()
     stream = workflow.run(request.to_messages(), stream=True)

@@ -1,7 +1,10 @@
 """Builds the sequential researcher -> writer workflow.
 
-One workflow instance runs one request at a time, so build one per request
-(building is cheap: two agents and a small graph).
+A workflow instance runs one request at a time, so the runner builds one
+per request (cheap: a small graph). The two agents inside it are built
+once per chat client and shared: agents hold no conversation of their own
+(each workflow run keeps its own), and building them per request would
+register new telemetry instruments every time.
 """
 
 from __future__ import annotations
@@ -25,16 +28,8 @@ You are a writer. Using only the researcher's findings above, write what the use
 (a short report, article or poem). Keep it under 120 words. Do not invent weather data."""
 
 
-def build_research_workflow(client: Any, provider: WeatherProvider | None = None) -> Workflow:
-    """Researcher (with ``get_weather``) then writer, both streaming.
-
-    ``intermediate_output_from="all_other"`` surfaces the researcher's
-    updates as ``intermediate`` events and the writer's as ``output``, so
-    both agents stream token by token. The writer sees the whole
-    conversation: the user's request and the researcher's findings.
-    ``ensure_trailing_user_turn`` keeps chat-completions servers that return
-    nothing for a prompt ending on an assistant turn working.
-    """
+def build_research_agents(client: Any, provider: WeatherProvider | None = None) -> tuple[Agent, Agent]:
+    """The researcher (with ``get_weather``) and the writer, over ``client``."""
     researcher = Agent(
         client=client,
         name=RESEARCHER_NAME,
@@ -48,6 +43,19 @@ def build_research_workflow(client: Any, provider: WeatherProvider | None = None
         description="Writes the piece the user asked for from the research.",
         instructions=WRITER_INSTRUCTIONS,
     )
+    return researcher, writer
+
+
+def build_research_workflow(researcher: Agent, writer: Agent) -> Workflow:
+    """Researcher then writer, both streaming.
+
+    ``intermediate_output_from="all_other"`` surfaces the researcher's
+    updates as ``intermediate`` events and the writer's as ``output``, so
+    both agents stream token by token. The writer sees the whole
+    conversation: the user's request and the researcher's findings.
+    ``ensure_trailing_user_turn`` keeps chat-completions servers that return
+    nothing for a prompt ending on an assistant turn working.
+    """
     return SequentialBuilder(
         participants=[researcher, writer],
         intermediate_output_from="all_other",
