@@ -8,12 +8,12 @@ PY := $(VENV)/bin/python
 PORT ?= 7071
 PYTEST_ARGS ?=
 
-.PHONY: run test lint lock load soak bench system-deps clean help
+.PHONY: run test lint lock load soak bench memcheck system-deps clean help
 
 help:
 	@echo "make run [PORT=7071]   serve the app locally (offline model unless configured)"
 	@echo "make test              install what the tests need and run the whole suite"
-	@echo "make lint | lock | load | soak | bench | clean"
+	@echo "make lint | lock | load | soak | bench | memcheck | clean"
 
 $(PY):
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert (3, 10) <= v <= (3, 13), f"Python 3.10-3.13 needed, found {v}"'
@@ -64,6 +64,9 @@ soak: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(PY) -m bench.overhead
+
+memcheck: $(VENV)/.dev
+	$(PY) -m bench.memcheck
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis test-output
