@@ -13,11 +13,13 @@ import json
 import os
 import platform
 import select
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -465,3 +467,21 @@ def fmt(value: Any, unit: str = "") -> str:
     if isinstance(value, float):
         return f"{value:,.1f}{unit}"
     return f"{value}{unit}"
+
+
+def run_with_hard_limit(name: str, main: Coroutine[Any, Any, int], hard_limit_s: int) -> int:
+    """Run ``main`` under a SIGALRM backstop: whatever hangs (start-up,
+    shutdown), the process ends, with exit status 2. The children stop on
+    their own (AppServer in its finally blocks, the fake when its stdin
+    closes)."""
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        print(f"{name}: hard time limit ({hard_limit_s} s) reached", file=sys.stderr)
+        raise SystemExit(2)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(hard_limit_s)
+    try:
+        return asyncio.run(main)
+    finally:
+        signal.alarm(0)

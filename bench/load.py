@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 import time
 from typing import Any
@@ -47,6 +46,7 @@ from bench.common import (
     probe_and_count,
     resources,
     run_stream,
+    run_with_hard_limit,
     start_app,
     write_results,
 )
@@ -268,21 +268,7 @@ def _pcts(d: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Backstop: whatever hangs (start-up, shutdown), the process ends. The
-    # children are stopped by the finally blocks; on SIGALRM we exit hard and
-    # AppServer/fake_model stop on their own (the fake when its stdin closes).
-    hard_limit = int(args.duration_limit + 3 * args.settle + 120)
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        print(f"bench.load: hard time limit ({hard_limit} s) reached", file=sys.stderr)
-        raise SystemExit(2)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(hard_limit)
-    try:
-        return asyncio.run(run(args))
-    finally:
-        signal.alarm(0)
+    return run_with_hard_limit("bench.load", run(args), int(args.duration_limit + 3 * args.settle + 120))
 
 
 if __name__ == "__main__":

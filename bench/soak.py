@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
 import time
 from collections import Counter
@@ -53,6 +52,7 @@ from bench.common import (
     make_client,
     probe_and_count,
     run_stream,
+    run_with_hard_limit,
     start_app,
     write_results,
 )
@@ -383,18 +383,9 @@ def print_table(s: dict[str, Any], samples: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    hard_limit = int(args.minutes * 60 + args.read_timeout + 3 * args.settle + 180)
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        print(f"bench.soak: hard time limit ({hard_limit} s) reached", file=sys.stderr)
-        raise SystemExit(2)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(hard_limit)
-    try:
-        return asyncio.run(run(args))
-    finally:
-        signal.alarm(0)
+    return run_with_hard_limit(
+        "bench.soak", run(args), int(args.minutes * 60 + args.read_timeout + 3 * args.settle + 180)
+    )
 
 
 if __name__ == "__main__":

@@ -22,30 +22,17 @@ from agent_framework import Agent, tool
 from agent_framework.openai import OpenAIChatCompletionClient
 from openai.types.chat import ChatCompletionChunk
 
-try:  # importable both as a package module and with tests/ on sys.path (pytest rootdir conftest-less)
-    from tests.fake_openai import (
-        FakeOpenAI,
-        RecordedRequest,
-        ScriptedResponse,
-        drop_after,
-        error_response,
-        hang,
-        malformed,
-        text_response,
-        tool_call_response,
-    )
-except ImportError:  # pragma: no cover
-    from fake_openai import (  # type: ignore[no-redef]
-        FakeOpenAI,
-        RecordedRequest,
-        ScriptedResponse,
-        drop_after,
-        error_response,
-        hang,
-        malformed,
-        text_response,
-        tool_call_response,
-    )
+from tests.fake_openai import (
+    FakeOpenAI,
+    RecordedRequest,
+    ScriptedResponse,
+    drop_after,
+    error_response,
+    hang,
+    malformed,
+    text_response,
+    tool_call_response,
+)
 
 WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
