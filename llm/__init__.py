@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from settings import ModelSettings, model_settings
+from settings import ModelSettings, SettingsError, model_settings
 
 __all__ = ["ModelSettings", "chat_client", "create_chat_client", "model_settings"]
 
@@ -70,5 +70,12 @@ def chat_client(settings: ModelSettings | None = None) -> tuple[Any, ModelSettin
     key = (settings, loop_id)
     client = _clients.get(key)
     if client is None:
-        client = _clients[key] = create_chat_client(settings)
+        try:
+            client = create_chat_client(settings)
+        except Exception as exc:  # e.g. the SDK refusing an endpoint: a settings problem, not a crash
+            raise SettingsError(
+                f"Could not create the {settings.provider} client from the app's settings "
+                f"({type(exc).__name__}); check the endpoint and model settings."
+            ) from exc
+        _clients[key] = client
     return client, settings

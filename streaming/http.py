@@ -42,7 +42,16 @@ def error_response(status: int, code: str, message: str) -> Response:
 
 
 async def stream_run(req: Request, runner: Runner) -> Response:
-    """Validate ``req``, then stream ``runner``'s events."""
+    """Validate ``req``, then stream ``runner``'s events. Whatever fails
+    before the stream starts is a JSON error, never a stack trace."""
+    try:
+        return await _stream_run(req, runner)
+    except Exception:
+        logger.exception("request to %s failed before streaming", req.url.path)
+        return error_response(500, "internal_error", "The request failed unexpectedly.")
+
+
+async def _stream_run(req: Request, runner: Runner) -> Response:
     if req.method == "GET" and "last-event-id" in req.headers:
         # A browser's EventSource reconnecting after a stream ended. Runs are
         # stateless and not resumable: 204 tells it to stop for good instead

@@ -109,3 +109,18 @@ def test_classify_credential_failure_names_the_cause() -> None:
 
     info = classify(ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token"))
     assert info.code == "credential_unavailable" and "DefaultAzureCredential" in info.message
+
+
+async def test_an_unexpected_failure_before_streaming_is_a_json_500(monkeypatch) -> None:
+    from starlette.requests import Request
+
+    from streaming import http
+
+    def broken_settings():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(http, "stream_settings", broken_settings)
+    scope = {"type": "http", "method": "GET", "path": "/api/agent/stream", "headers": [], "query_string": b"message=hi"}
+    response = await http.stream_run(Request(scope), runner=None)
+    assert response.status_code == 500
+    assert response.body == b'{"error":{"code":"internal_error","message":"The request failed unexpectedly."}}'

@@ -89,3 +89,15 @@ def test_azure_client_with_key_and_keyless(monkeypatch) -> None:
         )
     )
     assert keyless.client._azure_ad_token_provider is not None
+
+
+def test_a_client_the_sdk_refuses_to_build_is_a_settings_error(monkeypatch) -> None:
+    def refuse(settings):
+        raise ValueError("bad endpoint https://secret.example/?key=abc")
+
+    monkeypatch.setattr(llm, "create_chat_client", refuse)
+    settings = model_settings({"OPENAI_API_KEY": "k", "OPENAI_MODEL": "m", "OPENAI_BASE_URL": "nonsense"})
+    with pytest.raises(SettingsError) as err:
+        llm.chat_client(settings)
+    assert err.value.code == "invalid_setting" and "ValueError" in str(err.value)
+    assert "secret" not in str(err.value)
