@@ -7,7 +7,7 @@ turn them into SSE, NDJSON or plain text; nothing else knows the wire format.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 
@@ -118,7 +118,6 @@ class Error(StreamEvent):
     terminal: ClassVar[bool] = True
     code: str
     message: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def payload(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.extra}}
+        return {"error": {"code": self.code, "message": self.message}}

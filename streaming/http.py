@@ -67,7 +67,7 @@ async def _stream_run(req: Request, runner: Runner) -> Response:
             run_request = parse_body(body, req.headers.get("content-type"), limits)
         client, model = llm.chat_client()
     except RequestError as exc:
-        return error_response(exc.status, exc.code, exc.message)
+        return JSONResponse(exc.body(), status_code=exc.status)
     except SettingsError as exc:
         logger.error("run %s refused: %s", run_id, exc)
         return error_response(503, exc.code, str(exc))
