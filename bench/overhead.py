@@ -167,20 +167,9 @@ class OneWritePerEvent(EventStreamResponse):
     async def _send(self, send: Any, chunks: Any) -> None:
         with anyio.fail_after(self.send_timeout_s):
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        while True:
-            with anyio.move_on_after(self.heartbeat_s) as idle:
-                try:
-                    data = await chunks.receive()
-                except anyio.EndOfStream:
-                    break
-            if idle.cancelled_caught:
-                if self.encoder.heartbeat is None:
-                    continue
-                data = self.encoder.heartbeat
-            with anyio.fail_after(self.send_timeout_s):
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-        with anyio.fail_after(self.send_timeout_s):
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        while (data := await chunks.receive()) is not None:
+            await self._write(send, {"type": "http.response.body", "body": data, "more_body": True})
+        await self._write(send, {"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _response(cls: type[EventStreamResponse], events: AsyncIterator[StreamEvent]) -> EventStreamResponse:

@@ -11,19 +11,23 @@
 * it sends a keep-alive (``: ping`` for SSE) whenever nothing else was
   sent for ``heartbeat_s``, so proxies and load balancers keep the line;
 * it gives each write ``send_timeout_s``: a reader that stops reading
-  cannot hold a run forever;
+  cannot hold a run forever. Heartbeats and this timeout are checked by a
+  watcher task on a coarse tick (a quarter of the shorter interval), not
+  with a timer around every event;
 * it coalesces events that are ready together into one write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from azurefunctions.extensions.http.fastapi import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from streaming.encoders import Encoder, SSEEncoder
 from streaming.events import StreamEvent
@@ -65,15 +69,18 @@ class EventStreamResponse(StreamingResponse):
         self.disconnected = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        chunks_in, chunks_out = anyio.create_memory_object_stream[bytes](BUFFERED_EVENTS)
+        chunks_in, chunks_out = anyio.create_memory_object_stream[bytes | None](BUFFERED_EVENTS)
+        self._sending_since: float | None = None
+        self._last_write = time.monotonic()
         with chunks_out:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._listen_for_disconnect, receive, tg.cancel_scope)
+                tg.start_soon(self._watch, chunks_in.clone(), tg.cancel_scope)
                 tg.start_soon(self._produce, chunks_in)
                 try:
                     await self._send(send, chunks_out)
                 except TimeoutError:
-                    logger.warning("run %s: the client stopped reading; ending the stream", self.run_id)
+                    logger.warning("run %s: the client did not take the response; ending it", self.run_id)
                 except OSError:  # servers on ASGI spec 2.4 may raise on a write to a closed socket
                     logger.info("run %s: the connection closed while sending; cancelling the run", self.run_id)
                 tg.cancel_scope.cancel()
@@ -87,7 +94,25 @@ class EventStreamResponse(StreamingResponse):
                 scope.cancel()
                 return
 
-    async def _produce(self, chunks: MemoryObjectSendStream[bytes]) -> None:
+    async def _watch(self, chunks: MemoryObjectSendStream[bytes | None], scope: anyio.CancelScope) -> None:
+        """Keep-alives and the slow-reader cut, checked on a coarse tick
+        rather than with timers around every event (which cost more than
+        the rest of the send loop together)."""
+        period = max(0.01, min(self.heartbeat_s, self.send_timeout_s) / 4)
+        with chunks:
+            while True:
+                await anyio.sleep(period)
+                now = time.monotonic()
+                if self._sending_since is not None:
+                    if now - self._sending_since >= self.send_timeout_s:
+                        logger.warning("run %s: the client stopped reading; ending the stream", self.run_id)
+                        scope.cancel()
+                        return
+                elif self.encoder.heartbeat is not None and now - self._last_write >= self.heartbeat_s:
+                    with contextlib.suppress(anyio.WouldBlock):
+                        chunks.send_nowait(self.encoder.heartbeat)
+
+    async def _produce(self, chunks: MemoryObjectSendStream[bytes | None]) -> None:
         try:
             async with chunks:
                 event_id = 0
@@ -96,6 +121,7 @@ class EventStreamResponse(StreamingResponse):
                     data = self.encoder.encode(event_id, event)
                     if data:
                         await chunks.send(data)
+                await chunks.send(None)  # the end (the watcher holds the stream open)
         finally:
             # Cancelled while waiting to hand over a chunk, the event
             # generator sits at a yield: close it now (its finally closes the
@@ -105,27 +131,30 @@ class EventStreamResponse(StreamingResponse):
                 with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
                     await aclose()
 
-    async def _send(self, send: Send, chunks: MemoryObjectReceiveStream[bytes]) -> None:
+    async def _send(self, send: Send, chunks: MemoryObjectReceiveStream[bytes | None]) -> None:
         # ``chunks`` is closed by the caller, after the producer is cancelled.
         with anyio.fail_after(self.send_timeout_s):
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        while True:
-            with anyio.move_on_after(self.heartbeat_s) as idle:
+        finished = False
+        while not finished:
+            first = await chunks.receive()
+            if first is None:
+                break
+            batch = [first]
+            while True:  # take whatever else is ready: one write, not many
                 try:
-                    data = [await chunks.receive()]
-                except anyio.EndOfStream:
+                    more = chunks.receive_nowait()
+                except anyio.WouldBlock:
                     break
-            if idle.cancelled_caught:
-                if self.encoder.heartbeat is None:
-                    continue
-                data = [self.encoder.heartbeat]
-            else:
-                while True:  # take whatever else is ready: one write, not many
-                    try:
-                        data.append(chunks.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-            with anyio.fail_after(self.send_timeout_s):
-                await send({"type": "http.response.body", "body": b"".join(data), "more_body": True})
-        with anyio.fail_after(self.send_timeout_s):
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                if more is None:
+                    finished = True
+                    break
+                batch.append(more)
+            await self._write(send, {"type": "http.response.body", "body": b"".join(batch), "more_body": True})
+        await self._write(send, {"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _write(self, send: Send, message: Message) -> None:
+        self._sending_since = time.monotonic()  # the watcher ends a write that takes too long
+        await send(message)
+        self._last_write = time.monotonic()
+        self._sending_since = None

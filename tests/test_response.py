@@ -64,9 +64,12 @@ async def test_heartbeat_while_nothing_else_is_sent() -> None:
             bodies.append(message["body"])
 
     await EventStreamResponse(slow_run(), heartbeat_s=0.1)(SCOPE, never_disconnects(), send)
-    pings = [b for b in bodies if b == b": ping\n\n"]
-    assert 2 <= len(pings) <= 4
-    assert bodies[-2].startswith(b"id: 1\nevent: done") and bodies[-1] == b""
+    wire = b"".join(bodies)
+    assert 2 <= wire.count(b": ping\n\n") <= 4
+    assert wire.endswith(
+        b'id: 1\nevent: done\ndata: {"provider":"offline","model":"m","usage":null,"elapsed_ms":0}\n\n'
+    )
+    assert bodies[-1] == b""
 
 
 async def test_no_heartbeat_for_formats_without_one() -> None:
