@@ -7,6 +7,7 @@ Everything listens on and connects to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -485,3 +486,38 @@ def run_with_hard_limit(name: str, main: Coroutine[Any, Any, int], hard_limit_s:
         return asyncio.run(main)
     finally:
         signal.alarm(0)
+
+
+def add_shared_args(parser: argparse.ArgumentParser) -> None:
+    """The options ``load`` and ``soak`` share."""
+    parser.add_argument("--chunk-delay", type=float, default=0.05, help="the fake model's pace per chunk, seconds")
+    parser.add_argument("--settle", type=float, default=6.0, help="wait after the load before counting fds, seconds")
+    parser.add_argument("--fd-slack", type=int, default=4, help="extra fds/sockets allowed over the baseline")
+    parser.add_argument("--read-timeout", type=float, default=60.0, help="client read timeout per stream, seconds")
+    parser.add_argument("--log-level", default="info", help="the app's log level (as `make run`: info)")
+    parser.add_argument(
+        "--app-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for the app (repeatable)"
+    )
+
+
+async def warm_up(app: AppServer) -> bool:
+    """One agent and one workflow stream: imports, the shared chat client
+    and its pool, first-call paths. False (and why, on stderr) if either failed."""
+    async with make_client(app.url, 4, 30.0) as client:
+        t0 = time.perf_counter()
+        warm = [await run_stream(client, kind, 0, t0) for kind in ("agent", "workflow")]
+    if not all(r.ok for r in warm):
+        print("warm-up failed:", [r.error for r in warm], file=sys.stderr)
+        return False
+    return True
+
+
+def log_problems(app: AppServer) -> list[str]:
+    """The app's log lines at WARNING or above, and tracebacks."""
+    return [line for line in app.logs().splitlines() if " ERROR " in line or "Traceback" in line or " WARNING " in line]
+
+
+def print_verdict(summary: dict[str, Any]) -> None:
+    for name, passed in summary["checks"].items():
+        print(f"  [{'ok' if passed else 'FAIL'}] {name}")
+    print(f"  {'PASSED' if summary['passed'] else 'FAILED'}")

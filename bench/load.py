@@ -39,15 +39,19 @@ from bench.common import (
     FakeModelProcess,
     Sampler,
     StreamResult,
+    add_shared_args,
     distribution,
     fmt,
+    log_problems,
     machine,
     make_client,
+    print_verdict,
     probe_and_count,
     resources,
     run_stream,
     run_with_hard_limit,
     start_app,
+    warm_up,
     write_results,
 )
 from tests.support import AppServer
@@ -57,14 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=300, help="concurrent streams (half agent, half workflow)")
     parser.add_argument("--duration-limit", type=float, default=120.0, help="hard limit for the burst, seconds")
-    parser.add_argument("--chunk-delay", type=float, default=0.05, help="the fake model's pace per chunk, seconds")
-    parser.add_argument("--settle", type=float, default=6.0, help="wait after the burst before counting, seconds")
-    parser.add_argument("--fd-slack", type=int, default=4, help="extra fds/sockets allowed over the baseline")
-    parser.add_argument("--read-timeout", type=float, default=60.0, help="client read timeout per stream, seconds")
-    parser.add_argument("--log-level", default="info", help="the app's log level (as `make run`: info)")
-    parser.add_argument(
-        "--app-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for the app (repeatable)"
-    )
+    add_shared_args(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.streams <= 2000:
         parser.error("--streams must be between 1 and 2000")
@@ -101,12 +98,7 @@ async def run(args: argparse.Namespace) -> int:
         app = start_app(fake, log_level=args.log_level, extra_env=args.app_env)
         assert app.process is not None
         pid = app.process.pid
-        # Warm-up: imports, the shared chat client and its pool, first-call paths.
-        async with make_client(app.url, 4, 30.0) as client:
-            t0 = time.perf_counter()
-            warm = [await run_stream(client, kind, 0, t0) for kind in ("agent", "workflow")]
-        if not all(r.ok for r in warm):
-            print("warm-up failed:", [r.error for r in warm], file=sys.stderr)
+        if not await warm_up(app):
             return 1
         baseline = await probe_and_count(app, fake, args.settle)
         fake_before = await fake.stats_async()
@@ -120,9 +112,7 @@ async def run(args: argparse.Namespace) -> int:
         fake_after_burst = await fake.wait_no_open_streams(args.settle)
         after = await probe_and_count(app, fake, args.settle)
         fake_after = await fake.stats_async()
-        app_log_errors = [
-            line for line in app.logs().splitlines() if " ERROR " in line or "Traceback" in line or " WARNING " in line
-        ]
+        app_log_errors = log_problems(app)
         return report(
             args, results, wall, sampler, baseline, end_state, after, fake_before, fake_after_burst, fake_after,
             app_log_errors,
@@ -257,9 +247,7 @@ def print_table(s: dict[str, Any]) -> None:
         print(f"  {name:<{width}}  {value}")
     for error in s["error_samples"]:
         print(f"  ! {error}")
-    for name, passed in s["checks"].items():
-        print(f"  [{'ok' if passed else 'FAIL'}] {name}")
-    print(f"  {'PASSED' if s['passed'] else 'FAILED'}")
+    print_verdict(s)
 
 
 def _pcts(d: dict[str, Any]) -> str:

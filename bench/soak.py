@@ -46,14 +46,18 @@ from bench.common import (
     MODEL_CALLS,
     FakeModelProcess,
     StreamResult,
+    add_shared_args,
     distribution,
     fmt,
+    log_problems,
     machine,
     make_client,
+    print_verdict,
     probe_and_count,
     run_stream,
     run_with_hard_limit,
     start_app,
+    warm_up,
     write_results,
 )
 from tests.support import AppServer
@@ -65,19 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="how long to keep the load on")
     parser.add_argument("--concurrency", type=int, default=20, help="streams in flight at all times")
-    parser.add_argument("--chunk-delay", type=float, default=0.05, help="the fake model's pace per chunk, seconds")
+    add_shared_args(parser)
     parser.add_argument("--sample-every", type=float, default=5.0, help="RSS sampling interval, seconds")
     parser.add_argument("--warmup", type=float, default=None, help="seconds excluded from the trend (default: 20%%)")
     parser.add_argument("--max-growth-mib", type=float, default=8.0, help="allowed RSS growth after warm-up, MiB")
     parser.add_argument(
         "--max-slope-kib-min", type=float, default=1024.0, help="allowed RSS slope after warm-up, KiB per minute"
-    )
-    parser.add_argument("--settle", type=float, default=6.0, help="wait after the load before counting fds, s")
-    parser.add_argument("--fd-slack", type=int, default=4, help="extra fds/sockets allowed over the baseline")
-    parser.add_argument("--read-timeout", type=float, default=60.0, help="client read timeout per stream, seconds")
-    parser.add_argument("--log-level", default="info", help="the app's log level (as `make run`: info)")
-    parser.add_argument(
-        "--app-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for the app (repeatable)"
     )
     args = parser.parse_args(argv)
     if not 0.25 <= args.minutes <= 120:
@@ -211,11 +208,7 @@ async def run(args: argparse.Namespace) -> int:
     app: AppServer | None = None
     try:
         app = start_app(fake, log_level=args.log_level, extra_env=args.app_env)
-        async with make_client(app.url, 4, 30.0) as client:
-            t0 = time.perf_counter()
-            warm = [await run_stream(client, kind, 0, t0) for kind in ("agent", "workflow")]
-        if not all(r.ok for r in warm):
-            print("warm-up failed:", [r.error for r in warm], file=sys.stderr)
+        if not await warm_up(app):
             return 1
         baseline = await probe_and_count(app, fake, args.settle)
         fake_before = await fake.stats_async()
@@ -229,10 +222,8 @@ async def run(args: argparse.Namespace) -> int:
         fake_after_load = await fake.wait_no_open_streams(args.settle)
         after = await probe_and_count(app, fake, args.settle)
         fake_after = await fake.stats_async()
-        log_problems = [
-            line for line in app.logs().splitlines() if " ERROR " in line or "Traceback" in line or " WARNING " in line
-        ]
-        return report(args, soak, wall, baseline, after, fake_before, fake_after_load, fake_after, log_problems)
+        problems = log_problems(app)
+        return report(args, soak, wall, baseline, after, fake_before, fake_after_load, fake_after, problems)
     finally:
         if app is not None:
             app.close()
@@ -248,7 +239,7 @@ def report(
     fake_before: dict[str, Any],
     fake_after_load: dict[str, Any],
     fake_after: dict[str, Any],
-    log_problems: list[str],
+    problems: list[str],
 ) -> int:
     results, samples = soak.results, soak.samples
     errors = [r for r in results if not r.ok]
@@ -322,7 +313,7 @@ def report(
         "model_requests_expected": expected_calls,
         "resources": {"baseline": baseline, "after": after},
         "fake_stats": {"before": fake_before, "after_load": fake_after_load, "after": fake_after},
-        "app_log_warnings_and_errors": {"count": len(log_problems), "samples": log_problems[:10]},
+        "app_log_warnings_and_errors": {"count": len(problems), "samples": problems[:10]},
         "checks": checks,
         "passed": all(checks.values()),
     }
@@ -376,9 +367,7 @@ def print_table(s: dict[str, Any], samples: list[dict[str, Any]]) -> None:
         print(f"  {name:<{width}}  {value}")
     for kind, count in s["error_kinds"].items():
         print(f"  ! {count} x {kind}")
-    for name, passed in s["checks"].items():
-        print(f"  [{'ok' if passed else 'FAIL'}] {name}")
-    print(f"  {'PASSED' if s['passed'] else 'FAILED'}")
+    print_verdict(s)
 
 
 def main(argv: list[str] | None = None) -> int:
