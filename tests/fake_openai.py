@@ -92,7 +92,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, NoReturn, TypeAlias
@@ -839,7 +839,7 @@ class FakeOpenAI:
     ) -> None:
         self.api_key = api_key
         self.bearer_token = bearer_token
-        self.chunk_delay = chunk_delay
+        self.chunk_delay = self._initial_chunk_delay = chunk_delay
         self.azure_content_filter = azure_content_filter
 
         self._cond = threading.Condition(threading.RLock())
@@ -994,7 +994,9 @@ class FakeOpenAI:
             return len(self._queue)
 
     def reset(self) -> None:
-        """Clear the queue, the responder, recorded requests, errors and counters."""
+        """Clear the queue, the responder, recorded requests, errors and
+        counters, and restore the constructor's ``chunk_delay``."""
+        self.chunk_delay = self._initial_chunk_delay
         with self._cond:
             self._queue.clear()
             self._responder = None
@@ -1002,6 +1004,14 @@ class FakeOpenAI:
             self._errors.clear()
             self._cancelled_streams = 0
             self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def fresh(self) -> Iterator[FakeOpenAI]:
+        """For one test: reset first, and fail if the test leaves a model
+        call open (the app must close what it opens)."""
+        self.reset()
+        yield self
+        assert self.wait_for_no_open_streams(2.0), "a model call was left open"
 
     # ---------------------------------------------------------------- observations
 

@@ -27,8 +27,9 @@ def fake() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh(fake: FakeOpenAI) -> None:
-    fake.reset()
+def _fresh(fake: FakeOpenAI) -> Iterator[None]:
+    with fake.fresh():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +158,7 @@ def test_get_and_accept_variants_over_the_model(fake: FakeOpenAI, openai_app) ->
 
 
 def test_concurrent_workflows_do_not_collide(fake: FakeOpenAI, openai_app) -> None:
-    fake.chunk_delay = 0.005
+    fake.chunk_delay = 0.005  # reset() restores it
     cities = ["Oslo", "Lima", "Cairo", "Perth", "Quito", "Dakar"]
 
     def run(city: str):
@@ -166,11 +167,8 @@ def test_concurrent_workflows_do_not_collide(fake: FakeOpenAI, openai_app) -> No
                 client, "/api/workflow/stream", json_body={"message": f"Research the weather in {city} please"}
             )
 
-    try:
-        with ThreadPoolExecutor(len(cities)) as pool:
-            outcomes = list(pool.map(run, cities))
-    finally:
-        fake.chunk_delay = 0.0
+    with ThreadPoolExecutor(len(cities)) as pool:
+        outcomes = list(pool.map(run, cities))
     for city, (response, events) in zip(cities, outcomes, strict=True):
         assert response.status_code == 200
         assert_contract(events)

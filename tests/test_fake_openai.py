@@ -57,10 +57,8 @@ def shared_fake() -> Iterator[FakeOpenAI]:
 @pytest.fixture
 def fake(shared_fake: FakeOpenAI) -> Iterator[FakeOpenAI]:
     """The module's fake, reset before each test (no auth, no delay)."""
-    shared_fake.reset()
-    shared_fake.chunk_delay = 0.0
-    yield shared_fake
-    assert shared_fake.wait_for_no_open_streams(2.0), "a test left a stream open"
+    with shared_fake.fresh():
+        yield shared_fake
 
 
 @pytest.fixture
@@ -477,8 +475,9 @@ async def test_custom_responder_queue_precedence_and_reset(fake: FakeOpenAI) -> 
         assert await ask("shout two") == "SHOUT TWO"
         assert await ask("whisper") == "You said: whisper"  # responder returned None: default
 
+        fake.chunk_delay = 0.5
         fake.reset()
-        assert fake.requests == [] and fake.pending == 0
+        assert fake.requests == [] and fake.pending == 0 and fake.chunk_delay == 0.0
         assert await ask("shout three") == "You said: shout three"  # responder cleared
     assert len(seen) == 2
 

@@ -142,10 +142,8 @@ def shared_fake() -> Iterator[FakeOpenAI]:
 @pytest.fixture
 def fake(shared_fake: FakeOpenAI) -> Iterator[FakeOpenAI]:
     """The module's fake, reset before each test; every test must leave no model call open."""
-    shared_fake.reset()
-    shared_fake.chunk_delay = 0.0
-    yield shared_fake
-    assert shared_fake.wait_for_no_open_streams(2.0), "a model call was left open"
+    with shared_fake.fresh():
+        yield shared_fake
 
 
 def openai_values(fake: FakeOpenAI, **overrides: str) -> dict[str, str]:
