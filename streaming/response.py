@@ -67,10 +67,11 @@ class EventStreamResponse(StreamingResponse):
         self.send_timeout_s = send_timeout_s
         self.run_id = run_id
         self.disconnected = False
+        self._sending_since: float | None = None  # when the write in progress began
+        self._last_write = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         chunks_in, chunks_out = anyio.create_memory_object_stream[bytes | None](BUFFERED_EVENTS)
-        self._sending_since: float | None = None
         self._last_write = time.monotonic()
         with chunks_out:
             async with anyio.create_task_group() as tg:
