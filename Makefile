@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PORT ?= 7071
 PYTEST_ARGS ?=
 
-.PHONY: run test lint lock load soak bench memcheck system-deps clean help
+.PHONY: run test lint lock load soak bench memcheck system-deps node-deps clean help
 
 help:
 	@echo "make run [PORT=7071]   serve the app locally (offline model unless configured)"
@@ -34,15 +34,29 @@ local.settings.json:
 run: $(VENV)/.runtime local.settings.json
 	PORT=$(PORT) $(PY) -m devhost --port $(PORT)
 
-# Debian's Chromium for the browser tests (a tool's own browser download
-# cannot be used here). Skipped when it is already installed.
+# System packages the tests use, from Debian: Chromium for the browser tests
+# (a tool's own browser download cannot be used here) and redis-server for
+# resumable streams across instances. Installs only what is missing.
+SYSTEM_PACKAGES := chromium:/usr/bin/chromium redis-server:/usr/bin/redis-server
 system-deps:
-	@if [ ! -x /usr/bin/chromium ]; then \
+	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
+	  [ -x "$${entry#*:}" ] || missing="$$missing $${entry%%:*}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	  echo "installing$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: $(VENV)/.dev system-deps
+# Real clients from npm (httpyac for demo.http, @ag-ui/client), pinned in
+# package-lock.json.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	@touch $@
+
+node-deps: node_modules/.installed
+
+test: $(VENV)/.dev system-deps node-deps
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -69,4 +83,4 @@ memcheck: $(VENV)/.dev
 	$(PY) -m bench.memcheck
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis test-output
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output
