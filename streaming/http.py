@@ -15,6 +15,7 @@ import uuid
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
 import llm
+import telemetry
 from settings import SettingsError, stream_settings
 from streaming.encoders import choose_encoder
 from streaming.pipeline import guard
@@ -79,7 +80,8 @@ async def _stream_run(req: Request, runner: Runner) -> Response:
         model.provider,
         len(run_request.history),
     )
-    events = guard(runner(run_request, client, model), deadline_s=limits.deadline_s, run_id=run_id)
+    observer = telemetry.observe_run(req, run_id, runner, model)
+    events = guard(runner(run_request, client, model), deadline_s=limits.deadline_s, run_id=run_id, observer=observer)
     return EventStreamResponse(
         events,
         encoder=choose_encoder(req.headers.get("accept")),

@@ -17,17 +17,28 @@ from collections.abc import AsyncIterator
 import anyio
 
 from streaming.errors import classify
-from streaming.events import Done, Error, StreamEvent
+from streaming.events import Done, Error, StreamEvent, TextDelta
+from telemetry import NOOP, RunObserver
 
 logger = logging.getLogger(__name__)
 
 
-async def guard(events: AsyncIterator[StreamEvent], *, deadline_s: float, run_id: str) -> AsyncIterator[StreamEvent]:
+async def guard(
+    events: AsyncIterator[StreamEvent],
+    *,
+    deadline_s: float,
+    run_id: str,
+    observer: RunObserver = NOOP,
+) -> AsyncIterator[StreamEvent]:
     """Yield ``events`` up to the first terminal one, then stop; turn an
-    exception or the deadline into an ``error`` event."""
+    exception or the deadline into an ``error`` event. ``observer`` hears
+    of the run's start, first text and end (telemetry; per run, not per event)."""
     started = time.monotonic()
     deadline = started + deadline_s
     iterator = aiter(events)
+    terminal: StreamEvent | None = None
+    awaiting_text = True
+    observer.begin()
     try:
         while True:
             # The cancel scope covers one step only: never yield inside it.
@@ -42,26 +53,38 @@ async def guard(events: AsyncIterator[StreamEvent], *, deadline_s: float, run_id
                         logger.exception("run %s failed: %s", run_id, info.code)
                     else:  # an expected failure upstream: no traceback, just what and why
                         logger.warning("run %s failed: %s (%s: %.300s)", run_id, info.code, type(exc).__name__, exc)
-                    yield Error(info.code, info.message)
+                    terminal = Error(info.code, info.message)
+                    yield terminal
                     return
             if scope.cancelled_caught:
                 logger.warning("run %s passed its %.0f s deadline", run_id, deadline_s)
-                yield Error("timeout", f"The run did not finish within {deadline_s:g} seconds.")
+                terminal = Error("timeout", f"The run did not finish within {deadline_s:g} seconds.")
+                yield terminal
                 return
             if event is None:
                 logger.error("run %s ended without a terminal event", run_id)
-                yield Error("internal_error", "The run ended unexpectedly.")
+                terminal = Error("internal_error", "The run ended unexpectedly.")
+                yield terminal
                 return
             if isinstance(event, Done):
                 elapsed_ms = int((time.monotonic() - started) * 1000)
-                yield dataclasses.replace(event, elapsed_ms=elapsed_ms)
+                terminal = dataclasses.replace(event, elapsed_ms=elapsed_ms)
+                yield terminal
                 logger.info("run %s done in %d ms, usage %s", run_id, elapsed_ms, event.usage)
                 return
-            yield event
+            if awaiting_text and isinstance(event, TextDelta):
+                awaiting_text = False
+                observer.first_text()
             if event.terminal:
+                terminal = event
+            yield event
+            if terminal is not None:
                 return
     finally:
         # Cancels the runner if it is still going (deadline, disconnect):
         # its own finally closes the framework stream.
-        with anyio.move_on_after(2.0, shield=True):
-            await iterator.aclose()  # type: ignore[attr-defined]
+        try:
+            with anyio.move_on_after(2.0, shield=True):
+                await iterator.aclose()  # type: ignore[attr-defined]
+        finally:
+            observer.end(terminal)
