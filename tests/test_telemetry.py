@@ -1,0 +1,208 @@
+"""Telemetry over real runs: the app on the local host, with in-memory
+OpenTelemetry exporters in its process (``tests/otel_host.py``), driven
+over loopback HTTP; the spans and metrics it recorded are read back when it
+stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import telemetry
+from settings import SettingsError, telemetry_settings
+from tests.support import MODEL_VARIABLES, ROOT, free_port, stream_events
+
+SECRET = "Zanzibar-7f3a"  # a place name no span may carry unless asked to
+OTEL_VARIABLES = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "ENABLE_SENSITIVE_DATA", "OTEL_SDK_DISABLED")
+
+
+def run_host(tmp_path: Path, values: dict[str, str], requests: list[dict[str, Any]]) -> tuple[list, dict, list]:
+    """Serve the app with ``values``, POST each of ``requests`` to the agent
+    endpoint, stop the host, and return (responses, dump, events per run)."""
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"Values": {"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": "1", **values}}))
+    dump = tmp_path / "otel.json"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in MODEL_VARIABLES and k not in OTEL_VARIABLES and not k.startswith("OTEL_")
+    }
+    env.update({"PYTHONUNBUFFERED": "1", "OTEL_TEST_DUMP": str(dump)})
+    port = free_port()
+    log = (tmp_path / "host.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.otel_host", "--port", str(port), "--settings", str(settings)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    results = []
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                assert process.poll() is None, (tmp_path / "host.log").read_text()
+                try:
+                    if client.get("/api/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "the host did not start"
+                time.sleep(0.1)
+            for body in requests:
+                results.append(stream_events(client, "/api/agent/stream", json_body=body))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+        log.close()
+    assert dump.exists(), (tmp_path / "host.log").read_text()
+    return [r for r, _ in results], json.loads(dump.read_text()), [e for _, e in results]
+
+
+def children(spans: list[dict], parent: dict) -> list[dict]:
+    return [s for s in spans if s["parent_id"] == parent["span_id"]]
+
+
+def descendants(spans: list[dict], parent: dict) -> list[dict]:
+    found, todo = [], [parent]
+    while todo:
+        for child in children(spans, todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def metric_points(dump: dict, name: str) -> list[dict]:
+    points = []
+    for resource in dump["metrics"].get("resource_metrics", []):
+        for scope in resource["scope_metrics"]:
+            for metric in scope["metrics"]:
+                if metric["name"] == name:
+                    points.extend(metric["data"]["data_points"])
+    return points
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list, dict, list]:
+    return run_host(
+        tmp_path_factory.mktemp("otel"),
+        {},
+        [{"message": f"What is the weather in {SECRET}?"}],
+    )
+
+
+def test_a_run_is_traced_request_run_model_and_tool_calls(default_run: tuple[list, dict, list]) -> None:
+    (response,), dump, (events,) = default_run
+    assert response.status_code == 200 and events[-1].event == "done"
+    spans = dump["spans"]
+    run_id = response.headers["x-run-id"]
+
+    (request,) = [s for s in spans if s["name"] == "POST /api/agent/stream"]
+    assert request["kind"] == "SERVER"
+    assert request["attributes"]["app.run.id"] == run_id
+    (run,) = children(spans, request)
+    assert run["name"] == "run agent"
+    attributes = run["attributes"]
+    assert attributes["app.run.id"] == run_id
+    assert attributes["faas.invocation_id"] == run_id  # the local host's invocation id is the run id
+    assert attributes["app.run.outcome"] == "done"
+    assert attributes["gen_ai.provider.name"] == "offline"
+    usage = events[-1].data["usage"]
+    assert attributes["gen_ai.usage.output_tokens"] == usage["output_tokens"]
+    assert attributes["gen_ai.usage.input_tokens"] == usage["input_tokens"]
+    assert attributes["app.run.time_to_first_token_ms"] >= 0
+
+    # The framework's GenAI spans nest under the run: the agent, each model
+    # call (the offline model's too), and the tool call.
+    below = descendants(spans, run)
+    names = [s["name"] for s in below]
+    assert "invoke_agent weather" in names
+    assert names.count("chat offline-demo") == 2  # the tool call, then the answer
+    (tool,) = [s for s in below if s["name"] == "execute_tool get_weather"]
+    assert tool["attributes"]["gen_ai.tool.name"] == "get_weather"
+    assert all(s["trace_id"] == request["trace_id"] for s in below)
+
+
+def test_no_prompt_or_completion_text_in_spans_by_default(default_run: tuple[list, dict, list]) -> None:
+    _, dump, _ = default_run
+    assert SECRET not in json.dumps(dump["spans"])
+
+
+def test_run_metrics_are_recorded(default_run: tuple[list, dict, list]) -> None:
+    _, dump, (events,) = default_run
+    (started,) = metric_points(dump, "stream.runs.started")
+    assert started["value"] == 1 and started["attributes"]["app.endpoint"] == "agent"
+    (finished,) = metric_points(dump, "stream.runs.finished")
+    assert finished["value"] == 1
+    assert finished["attributes"]["app.run.outcome"] == "done" and finished["attributes"]["error.type"] == ""
+    (ttft,) = metric_points(dump, "stream.run.time_to_first_token")
+    assert ttft["count"] == 1
+    (tokens,) = metric_points(dump, "stream.run.output_tokens")
+    assert tokens["value"] == events[-1].data["usage"]["output_tokens"]
+    (active,) = metric_points(dump, "stream.active")
+    assert active["value"] == 0  # one up, one down
+
+
+def test_sensitive_data_on_request_puts_the_text_in_spans(tmp_path: Path) -> None:
+    (response,), dump, _ = run_host(
+        tmp_path, {"ENABLE_SENSITIVE_DATA": "true"}, [{"message": f"What is the weather in {SECRET}?"}]
+    )
+    assert response.status_code == 200
+    chats = [s for s in dump["spans"] if s["name"] == "chat offline-demo"]
+    assert any(SECRET in json.dumps(s["attributes"]) for s in chats)
+
+
+def test_a_failed_run_is_an_error_span_and_counted_by_code(tmp_path: Path) -> None:
+    (response,), dump, (events,) = run_host(
+        tmp_path,
+        {"RUN_DEADLINE_SECONDS": "0.3", "OFFLINE_MODEL_DELAY_MS": "100"},
+        [{"message": "Write a long report on the weather in Oslo"}],
+    )
+    assert events[-1].event == "error" and events[-1].data["error"]["code"] == "timeout"
+    (run,) = [s for s in dump["spans"] if s["name"] == "run agent"]
+    assert run["status"] == "ERROR"
+    assert run["attributes"]["app.run.outcome"] == "error" and run["attributes"]["error.type"] == "timeout"
+    (finished,) = metric_points(dump, "stream.runs.finished")
+    assert finished["attributes"]["error.type"] == "timeout"
+
+
+def test_telemetry_is_off_without_an_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [*OTEL_VARIABLES, "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"]:
+        monkeypatch.delenv(name, raising=False)
+    telemetry.reset_for_tests()
+    try:
+        assert telemetry.observe_run(object(), "r", object(), object()) is telemetry.NOOP
+    finally:
+        telemetry.reset_for_tests()
+
+
+def test_telemetry_settings() -> None:
+    assert not telemetry_settings({}).wanted
+    assert telemetry_settings({"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"}).wanted
+    assert telemetry_settings({"OTEL_TRACES_EXPORTER": "console"}).otel_exporters == ("OTEL_TRACES_EXPORTER",)
+    assert not telemetry_settings({"OTEL_TRACES_EXPORTER": "none"}).wanted
+    assert not telemetry_settings({"OTEL_TRACES_EXPORTER": "console", "OTEL_SDK_DISABLED": "true"}).wanted
+    assert telemetry_settings({"ENABLE_SENSITIVE_DATA": "TRUE"}).sensitive_data
+    with pytest.raises(SettingsError, match="ENABLE_SENSITIVE_DATA") as caught:
+        telemetry_settings({"ENABLE_SENSITIVE_DATA": "sometimes"})
+    assert "sometimes" not in str(caught.value)
+
+
+def test_importing_the_app_loads_no_telemetry_package() -> None:
+    code = (
+        "import sys, function_app; "
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk', 'azure.monitor', 'telemetry'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.strip().replace("'", '"')) in ([], ["telemetry"])
