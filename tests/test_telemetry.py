@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +163,7 @@ def test_sensitive_data_on_request_puts_the_text_in_spans(tmp_path: Path) -> Non
 
 
 def test_a_failed_run_is_an_error_span_and_counted_by_code(tmp_path: Path) -> None:
-    (response,), dump, (events,) = run_host(
+    _, dump, (events,) = run_host(
         tmp_path,
         {"RUN_DEADLINE_SECONDS": "0.3", "OFFLINE_MODEL_DELAY_MS": "100"},
         [{"message": "Write a long report on the weather in Oslo"}],
