@@ -23,7 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import protos as protos_module  # noqa: E402
+import protos as protos_module
 
 protos = protos_module.build()
 # The protocol owns stdout; whatever the app or the library prints goes to stderr.

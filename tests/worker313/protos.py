@@ -16,8 +16,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf import duration_pb2, timestamp_pb2  # noqa: F401 - registers the well-known types
+from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2, message_factory, timestamp_pb2
+
+# Importing them registers the well-known types our messages use.
+_WELL_KNOWN = (duration_pb2, timestamp_pb2)
 
 F = descriptor_pb2.FieldDescriptorProto
 SCALARS = {"string": F.TYPE_STRING, "bytes": F.TYPE_BYTES, "bool": F.TYPE_BOOL, "int32": F.TYPE_INT32,
@@ -25,7 +27,8 @@ SCALARS = {"string": F.TYPE_STRING, "bytes": F.TYPE_BYTES, "bool": F.TYPE_BOOL, 
 
 # message -> [(field, type, label)] ; label: "" single, "*" repeated, "map:<value type>", "oneof:<name>"
 MESSAGES: dict[str, list[tuple[str, str, str]]] = {
-    "StatusResult": [("status", "StatusResult.Status", ""), ("result", "string", ""), ("exception", "RpcException", "")],
+    "StatusResult": [("status", "StatusResult.Status", ""), ("result", "string", ""),
+                     ("exception", "RpcException", "")],
     "RpcException": [("source", "string", ""), ("stack_trace", "string", ""), ("message", "string", ""),
                      ("is_user_exception", "bool", ""), ("type", "string", "")],
     "WorkerMetadata": [("runtime_name", "string", ""), ("runtime_version", "string", ""),
