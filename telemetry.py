@@ -159,13 +159,25 @@ def _configure_azure_monitor(connection_string: str) -> None:
     The distro's auto-instrumentations are off: HTTP server and client
     instrumentation would wrap every streamed chunk, and the framework's
     spans already cover the model calls."""
+    # Resource detection from the environment only: the distro's default also
+    # probes the VM metadata endpoint, a network round trip at cold start
+    # that a function app gains nothing from.
+    os.environ.setdefault("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "azure_app_service")
+    # The host already ships the app's logs; the distro reads only this
+    # variable (not its disable_logging argument) to leave them alone.
+    os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
     from azure.monitor.opentelemetry import configure_azure_monitor
 
+    _quiet_exporter_logs()
     off = {"enabled": False}
+    # The distro's default sampler keeps about 5 spans a second, dropping
+    # parts of runs at random; every run whole is the point here. An
+    # OTEL_TRACES_SAMPLER set by the operator still wins.
+    sampling = {} if os.environ.get("OTEL_TRACES_SAMPLER") else {"sampling_ratio": 1.0}
     configure_azure_monitor(
         connection_string=connection_string,
+        **sampling,
         resource=_resource(),
-        disable_logging=True,
         instrumentation_options={
             name: off
             for name in (
@@ -174,6 +186,7 @@ def _configure_azure_monitor(connection_string: str) -> None:
                 "fastapi",
                 "flask",
                 "httpx",
+                "logging",
                 "psycopg2",
                 "requests",
                 "urllib",
@@ -181,6 +194,13 @@ def _configure_azure_monitor(connection_string: str) -> None:
             )
         },
     )
+
+
+def _quiet_exporter_logs() -> None:
+    """The Azure SDK logs every export request and response at INFO: a log
+    line per batch in the app's logs. Warnings and errors still show."""
+    for name in ("azure.core.pipeline.policies.http_logging_policy", "azure.monitor.opentelemetry.exporter"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _configure_from_otel_variables() -> None:

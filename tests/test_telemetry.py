@@ -5,12 +5,15 @@ stops."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,8 @@ import pytest
 
 import telemetry
 from settings import SettingsError, telemetry_settings
-from tests.support import MODEL_VARIABLES, ROOT, free_port, stream_events
+from tests.conftest import OFFLINE_VALUES
+from tests.support import MODEL_VARIABLES, ROOT, AppServer, free_port, stream_events
 
 SECRET = "Zanzibar-7f3a"  # a place name no span may carry unless asked to
 OTEL_VARIABLES = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "ENABLE_SENSITIVE_DATA", "OTEL_SDK_DISABLED")
@@ -205,3 +209,89 @@ def test_importing_the_app_loads_no_telemetry_package() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert json.loads(out.strip().replace("'", '"')) in ([], ["telemetry"])
+
+
+class FakeIngestion:
+    """Application Insights' ingestion endpoint on loopback: records every
+    envelope the exporter sends and accepts it."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
+                items: list[Any] = []
+                if self.path.endswith("/track"):
+                    items = json.loads(body)
+                    fake.envelopes.extend(items)
+                reply = json.dumps({"itemsReceived": len(items), "itemsAccepted": len(items), "errors": []}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("x-ms-qps-subscribed", "false")
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def of(self, base_type: str) -> list[dict[str, Any]]:
+        return [e["data"]["baseData"] for e in list(self.envelopes) if e.get("data", {}).get("baseType") == base_type]
+
+
+def test_runs_reach_application_insights_through_the_distro(tmp_path: Path) -> None:
+    ingestion = FakeIngestion()
+    connection = (
+        "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
+        f"IngestionEndpoint={ingestion.url};LiveEndpoint={ingestion.url}"
+    )
+    env = {
+        # Export fast, and keep the SDK's own reporting and remote settings at home.
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_BLRP_SCHEDULE_DELAY": "100",
+        "OTEL_METRIC_EXPORT_INTERVAL": "300",
+        "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+        "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
+        "TMPDIR": str(tmp_path),  # the exporter's retry storage
+    }
+    values = {**OFFLINE_VALUES, "APPLICATIONINSIGHTS_CONNECTION_STRING": connection}
+    try:
+        with AppServer(values, env=env) as app, httpx.Client(base_url=app.url, timeout=30) as client:
+            # Several runs in quick succession: more spans a second than a sampler
+            # that keeps ~5 a second lets through.
+            run_ids = []
+            for _ in range(4):
+                response, events = stream_events(client, "/api/agent/stream", json_body={"message": "Weather in Oslo?"})
+                assert events[-1].event == "done"
+                run_ids.append(response.headers["x-run-id"])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                requests = [r for r in ingestion.of("RequestData") if r["properties"].get("app.run.id") in run_ids]
+                runs = [d for d in ingestion.of("RemoteDependencyData") if d["name"] == "run agent"]
+                metrics = {m["name"] for data in ingestion.of("MetricData") for m in data["metrics"]}
+                if len(requests) == len(runs) == 4 and "stream.runs.finished" in metrics:
+                    break
+                time.sleep(0.2)
+            assert requests, f"no request telemetry arrived; app log:\n{app.logs()}"
+            assert {r["name"] for r in requests} == {"POST /api/agent/stream"}
+            assert sorted(r["properties"]["app.run.id"] for r in runs) == sorted(run_ids)
+            assert {r["properties"]["app.run.outcome"] for r in runs} == {"done"}
+            # The whole run: every span, not a sample (the distro's default keeps ~5 spans a second).
+            dependencies = [d["name"] for d in ingestion.of("RemoteDependencyData")]
+            expected = ["run agent", "invoke_agent weather", "chat offline-demo", "execute_tool get_weather"]
+            assert sorted(dependencies) == sorted([*expected, "chat offline-demo"] * 4)
+            assert "stream.runs.finished" in metrics
+            # Logs are the host's to ship, not sent twice. They would have come with
+            # the spans (same 100 ms schedule); give a straggler a moment anyway.
+            time.sleep(1)
+            assert not ingestion.of("MessageData")
+    finally:
+        ingestion.server.shutdown()
