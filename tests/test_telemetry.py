@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,15 @@ SECRET = "Zanzibar-7f3a"  # a place name no span may carry unless asked to
 OTEL_VARIABLES = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "ENABLE_SENSITIVE_DATA", "OTEL_SDK_DISABLED")
 
 
-def run_host(tmp_path: Path, values: dict[str, str], requests: list[dict[str, Any]]) -> tuple[list, dict, list]:
+def run_host(
+    tmp_path: Path,
+    values: dict[str, str],
+    requests: list[dict[str, Any]],
+    drive: Callable[[httpx.Client], None] | None = None,
+) -> tuple[list, dict, list]:
     """Serve the app with ``values``, POST each of ``requests`` to the agent
-    endpoint, stop the host, and return (responses, dump, events per run)."""
+    endpoint (then call ``drive`` with the client, if given), stop the host,
+    and return (responses, dump, events per run)."""
     settings = tmp_path / "local.settings.json"
     settings.write_text(json.dumps({"Values": {"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": "1", **values}}))
     dump = tmp_path / "otel.json"
@@ -65,6 +72,8 @@ def run_host(tmp_path: Path, values: dict[str, str], requests: list[dict[str, An
                 time.sleep(0.1)
             for body in requests:
                 results.append(stream_events(client, "/api/agent/stream", json_body=body))
+            if drive is not None:
+                drive(client)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
@@ -178,6 +187,28 @@ def test_a_failed_run_is_an_error_span_and_counted_by_code(tmp_path: Path) -> No
     assert run["attributes"]["app.run.outcome"] == "error" and run["attributes"]["error.type"] == "timeout"
     (finished,) = metric_points(dump, "stream.runs.finished")
     assert finished["attributes"]["error.type"] == "timeout"
+
+
+def test_a_client_that_leaves_ends_its_run_as_cancelled(tmp_path: Path) -> None:
+    def leave_early(client: httpx.Client) -> None:
+        body = {"message": "Write a long report on the weather in Oslo"}
+        with client.stream("POST", "/api/agent/stream", json=body) as response:
+            for line in response.iter_lines():
+                if line.startswith("data:") and '"text"' in line:
+                    break  # the first text: then hang up mid-stream
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the host logs when it has cancelled the run
+            if b"cancelling the run" in (tmp_path / "host.log").read_bytes():
+                break
+            time.sleep(0.05)
+
+    _, dump, _ = run_host(tmp_path, {"OFFLINE_MODEL_DELAY_MS": "50"}, [], drive=leave_early)
+    (run,) = [s for s in dump["spans"] if s["name"] == "run agent"]
+    assert run["attributes"]["app.run.outcome"] == "cancelled" and "error.type" not in run["attributes"]
+    (finished,) = metric_points(dump, "stream.runs.finished")
+    assert finished["attributes"]["app.run.outcome"] == "cancelled"
+    (active,) = metric_points(dump, "stream.active")
+    assert active["value"] == 0  # the stream that went away is no longer counted
 
 
 def test_telemetry_is_off_without_an_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
