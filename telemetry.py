@@ -123,6 +123,11 @@ def _configure() -> _Telemetry | None:
 
     existing = not _is_default_provider(trace.get_tracer_provider())
     if settings.disabled or not (settings.wanted or existing):
+        # Nobody listens: spare every model call, tool call and agent run the
+        # framework's tracing layers (spans nobody records, histograms).
+        from agent_framework.observability import disable_instrumentation
+
+        disable_instrumentation()
         return None
     if existing:
         logger.info("telemetry: using the process's OpenTelemetry providers")
