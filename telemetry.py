@@ -80,11 +80,17 @@ class RunObserver:
 NOOP = RunObserver()
 
 
-def observe_run(req: Any, run_id: str, runner: Any, model: Any) -> RunObserver:
+async def observe_run(req: Any, run_id: str, runner: Any, model: Any) -> RunObserver:
     """The observer for one run of ``runner`` (``run_agent`` ->
     endpoint ``agent``) for request ``req`` with ``model`` (its settings):
-    :data:`NOOP` unless telemetry is on."""
-    state = _state if _state is not False else _configure_once()
+    :data:`NOOP` unless telemetry is on. The first call configures
+    telemetry in a worker thread (importing an exporter takes a while), so
+    other streams on this event loop keep flowing meanwhile."""
+    state = _state
+    if state is False:
+        import anyio.to_thread
+
+        state = await anyio.to_thread.run_sync(_configure_once)
     if state is None:
         return NOOP
     headers = req.headers

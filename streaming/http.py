@@ -80,7 +80,7 @@ async def _stream_run(req: Request, runner: Runner) -> Response:
         model.provider,
         len(run_request.history),
     )
-    observer = telemetry.observe_run(req, run_id, runner, model)
+    observer = await telemetry.observe_run(req, run_id, runner, model)
     events = guard(runner(run_request, client, model), deadline_s=limits.deadline_s, run_id=run_id, observer=observer)
     return EventStreamResponse(
         events,

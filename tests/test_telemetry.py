@@ -211,14 +211,14 @@ def test_a_client_that_leaves_ends_its_run_as_cancelled(tmp_path: Path) -> None:
     assert active["value"] == 0  # the stream that went away is no longer counted
 
 
-def test_telemetry_is_off_without_an_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_telemetry_is_off_without_an_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [*OTEL_VARIABLES, "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"]:
         monkeypatch.delenv(name, raising=False)
     from agent_framework.observability import OBSERVABILITY_SETTINGS, enable_instrumentation
 
     telemetry.reset_for_tests()
     try:
-        assert telemetry.observe_run(object(), "r", object(), object()) is telemetry.NOOP
+        assert await telemetry.observe_run(object(), "r", object(), object()) is telemetry.NOOP
         assert not OBSERVABILITY_SETTINGS.ENABLED  # the framework's tracing layers step aside too
     finally:
         telemetry.reset_for_tests()
