@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -302,3 +303,54 @@ def test_every_setting_the_code_reads_is_in_the_readme() -> None:
     # OTEL_* are one row: the standard OpenTelemetry variables.
     missing = sorted(n for n in read - listed if not n.startswith("OTEL_"))
     assert not missing, f"settings the code reads but the README's configuration table does not list: {missing}"
+
+
+def walk(node: Any) -> Iterator[Any]:
+    """Every node under ``node`` (objects, arrays, calls, operators, strings)."""
+    yield node
+    children: list[Any] = []
+    if isinstance(node, Obj):
+        children = [*node.entries.values(), *(r.body for r in node.resources)]
+    elif isinstance(node, Arr):
+        children = node.items
+    elif isinstance(node, Call):
+        children = [node.callee, *node.args]
+    elif isinstance(node, Member):
+        children = [node.target]
+    elif isinstance(node, Op):
+        children = node.operands
+    elif isinstance(node, Str):
+        children = [p for p in node.parts if not isinstance(p, str)]
+    elif isinstance(node, If):
+        children = [node.condition, node.body]
+    for child in children:
+        yield from walk(child)
+
+
+def test_modules_get_the_params_they_declare_and_give_the_outputs_used() -> None:
+    """What a Bicep compiler would catch first: a parameter passed that the
+    module does not declare, one it requires that is not passed, an output
+    read that it does not have."""
+    for file in INFRA.rglob("*.bicep"):
+        decls = parse_file(file)
+        modules = {d.name: d for d in decls if d.kind == "module"}
+        for name, module in modules.items():
+            target = parse_file(file.parent / module.type)
+            declared = {d.name: d for d in target if d.kind == "param"}
+            body = module.value.body if isinstance(module.value, If) else module.value
+            given = set(path(body, "params").entries)
+            assert given <= set(declared), f"{file.name}: module {name} passes undeclared {given - set(declared)}"
+            required = {p for p, d in declared.items() if d.value is None}
+            assert required <= given, f"{file.name}: module {name} misses {required - given}"
+        outputs = {
+            name: {d.name for d in parse_file(file.parent / m.type) if d.kind == "output"}
+            for name, m in modules.items()
+        }
+        for decl in decls:
+            for node in walk(decl.value if not isinstance(decl.value, Resource) else decl.value.body):
+                if isinstance(node, Member) and isinstance(node.target, Member) and node.target.name == "outputs":
+                    module = node.target.target
+                    if isinstance(module, Ident) and module.name in outputs:
+                        assert node.name in outputs[module.name], (
+                            f"{file.name}: {module.name} has no output {node.name}"
+                        )
