@@ -354,3 +354,19 @@ def test_modules_get_the_params_they_declare_and_give_the_outputs_used() -> None
                         assert node.name in outputs[module.name], (
                             f"{file.name}: {module.name} has no output {node.name}"
                         )
+
+
+def test_every_name_used_is_declared() -> None:
+    """A misspelt parameter, variable, resource or module name fails here, as
+    it would in the compiler. Functions (``union(...)``) are not names."""
+    for file in INFRA.rglob("*.bicep"):
+        decls = parse_file(file)
+        declared = {d.name for d in decls if d.kind in ("param", "var", "resource", "module")}
+        bodies = [d.value.body if isinstance(d.value, Resource) else d.value for d in decls]
+        nested = [r for d in decls if isinstance(d.value, Resource) for r in resources([d]) if r is not d.value]
+        declared |= {r.symbol for r in nested}
+        for body in bodies:
+            functions = {id(n.callee) for n in walk(body) if isinstance(n, Call)}
+            for node in walk(body):
+                if isinstance(node, Ident) and id(node) not in functions:
+                    assert node.name in declared, f"{file.name}: {node.name} is not declared"
