@@ -146,6 +146,23 @@ def test_a_run_is_traced_request_run_model_and_tool_calls(default_run: tuple[lis
     assert all(s["trace_id"] == request["trace_id"] for s in below)
 
 
+def test_a_workflow_run_nests_both_agents_under_the_run(tmp_path: Path) -> None:
+    def workflow(client: httpx.Client) -> None:
+        body = {"message": "Research the weather in Oslo and write a poem"}
+        _, events = stream_events(client, "/api/workflow/stream", json_body=body)
+        assert events[-1].event == "done"
+
+    _, dump, _ = run_host(tmp_path, {}, [], drive=workflow)
+    spans = dump["spans"]
+    (run,) = [s for s in spans if s["name"] == "run workflow"]
+    below = descendants(spans, run)
+    agents = [s for s in below if s["name"].startswith("invoke_agent ")]
+    assert sorted(a["name"] for a in agents) == ["invoke_agent researcher", "invoke_agent writer"]
+    (researcher,) = [a for a in agents if a["name"] == "invoke_agent researcher"]
+    assert "execute_tool get_weather" in [s["name"] for s in descendants(spans, researcher)]
+    assert all(any(c["name"] == "chat offline-demo" for c in descendants(spans, a)) for a in agents)
+
+
 def test_no_prompt_or_completion_text_in_spans_by_default(default_run: tuple[list, dict, list]) -> None:
     _, dump, _ = default_run
     assert SECRET not in json.dumps(dump["spans"])
