@@ -23,7 +23,23 @@ from typing import Any
 import pytest
 
 from settings import SettingsError, model_settings
-from tests.bicep import Arr, Call, Declaration, Ident, If, Member, Obj, Op, Resource, Str, parse_file, tokenize
+from tests.bicep import (
+    Arr,
+    BicepSyntaxError,
+    Call,
+    Declaration,
+    For,
+    Ident,
+    If,
+    Member,
+    Obj,
+    Op,
+    Resource,
+    Str,
+    parse,
+    parse_file,
+    tokenize,
+)
 from tests.support import ROOT
 
 INFRA = ROOT / "infra"
@@ -282,9 +298,7 @@ def test_azure_yaml_and_parameters_match_main() -> None:
 
 
 def test_the_parser_reads_what_it_claims() -> None:
-    (decl,) = __import__("tests.bicep", fromlist=["parse"]).parse(
-        "var s = union({ A: 'x${y}z', 'B-c': [1, 2] }, c ? { D: a.b.?c } : {})\n"
-    )
+    (decl,) = parse("var s = union({ A: 'x${y}z', 'B-c': [1, 2] }, c ? { D: a.b.?c } : {})\n")
     node = decl.value
     assert isinstance(node, Call) and node.callee == Ident("union")
     first, _ = node.args
@@ -370,3 +384,56 @@ def test_every_name_used_is_declared() -> None:
             for node in walk(body):
                 if isinstance(node, Ident) and id(node) not in functions:
                     assert node.name in declared, f"{file.name}: {node.name} is not declared"
+
+
+def test_the_parser_handles_the_rest_of_the_syntax_it_claims() -> None:
+    text = """
+// a comment { with braces }
+/* a block
+   comment */
+@description('A \\'quoted\\' one, ${count} inside')
+@allowed([1, 2])
+param count int = 1
+param names string[] = []
+var multi = '''
+line one ${not interpolated}
+'''
+var nested = 'a${b ? '}' : '{'}c'
+var items = [for (name, i) in names: {
+  key: '${name}-${i}'
+}]
+resource parent 'Microsoft.Example/things@2024-01-01' existing = {
+  name: 'x'
+
+  resource child 'children' = if (count > 1 && !empty(names)) {
+    name: 'y'
+    properties: { value: parent.properties.?maybe ?? 'default', list: [1, 2, 3] }
+  }
+}
+output first string = items[0].key
+"""
+    decls = parse(text)
+    kinds = [(d.kind, d.name) for d in decls]
+    assert kinds == [
+        ("param", "count"),
+        ("param", "names"),
+        ("var", "multi"),
+        ("var", "nested"),
+        ("var", "items"),
+        ("resource", "parent"),
+        ("output", "first"),
+    ]
+    count = decls[0]
+    assert count.value == 1 and len(count.decorators) == 2 and decls[1].type == "string[]"
+    assert decls[2].value.literal == "\nline one ${not interpolated}\n"
+    nested = decls[3].value
+    assert nested.parts[0] == "a" and nested.parts[-1] == "c" and isinstance(nested.parts[1], Op)
+    assert isinstance(decls[4].value, For) and decls[4].value.variable == ["name", "i"]
+    parent = decls[5].value
+    assert parent.existing and parent.type == "Microsoft.Example/things@2024-01-01"
+    (child,) = body_of(parent).resources
+    assert isinstance(child.body, If) and child.type == "children"
+    value = path(body_of(child), "properties", "value")
+    assert isinstance(value, Op) and value.op == "??"
+    with pytest.raises(BicepSyntaxError):
+        parse("var broken = { a: 'unterminated }\n")
