@@ -263,6 +263,44 @@ def test_importing_the_app_loads_no_telemetry_package() -> None:
     assert json.loads(out.strip().replace("'", '"')) in ([], ["telemetry"])
 
 
+def console_objects(log: str) -> list[dict[str, Any]]:
+    """The JSON objects the console exporters printed into a log."""
+    decoder, found, i = json.JSONDecoder(), [], 0
+    while (start := log.find("\n{", i)) >= 0:
+        try:
+            obj, i = decoder.raw_decode(log, start + 1)
+            found.append(obj)
+        except ValueError:
+            i = start + 1
+    return found
+
+
+def test_otel_console_exporters_print_runs_locally() -> None:
+    env = {"OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_METRIC_EXPORT_INTERVAL": "300"}
+    values = {**OFFLINE_VALUES, "OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "console"}
+    with AppServer(values, env=env) as app, httpx.Client(base_url=app.url, timeout=30) as client:
+        response, events = stream_events(client, "/api/agent/stream", json_body={"message": "Weather in Oslo?"})
+        assert events[-1].event == "done"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            printed = console_objects(app.logs())
+            runs = [o for o in printed if o.get("name") == "run agent"]
+            metrics = {
+                m["name"]
+                for o in printed
+                for r in o.get("resource_metrics", [])
+                for sm in r["scope_metrics"]
+                for m in sm["metrics"]
+            }
+            if runs and "stream.runs.finished" in metrics:
+                break
+            time.sleep(0.2)
+        assert runs, app.logs()
+        assert runs[0]["attributes"]["app.run.id"] == response.headers["x-run-id"]
+        assert "stream.runs.finished" in metrics
+        assert any(o.get("name") == "chat offline-demo" for o in printed)
+
+
 class FakeIngestion:
     """Application Insights' ingestion endpoint on loopback: records every
     envelope the exporter sends and accepts it."""
