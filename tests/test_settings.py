@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import re
+
 import pytest
 
 import llm
 from llm.offline import OfflineChatClient
-from settings import SettingsError, model_settings, stream_settings
+from settings import NUMBERS, Number, SettingsError, _number, model_settings, stream_settings
+from tests.support import SettingRow, readme_settings
 
 
 def test_nothing_configured_means_offline() -> None:
@@ -101,3 +105,102 @@ def test_a_client_the_sdk_refuses_to_build_is_a_settings_error(monkeypatch) -> N
         llm.chat_client(settings)
     assert err.value.code == "invalid_setting" and "ValueError" in str(err.value)
     assert "secret" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------ the README's table, row by row
+
+ROWS = {row.name: row for row in readme_settings()}
+# What makes a numeric setting take effect: the model's timeouts and retries
+# only apply to a real model, the offline pace only to the offline one.
+BASES = ({}, {"OPENAI_API_KEY": "k", "OPENAI_MODEL": "m"})
+
+
+def _float(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def _stated_number(row: SettingRow) -> tuple[float, float, float] | None:
+    """``default (minimum–maximum)`` from the row, or None for a non-numeric setting."""
+    match = re.fullmatch(r"([\d.,]+)\s*\(([\d.,]+)\s*[–-]\s*([\d.,]+)\)", row.default)
+    if match:
+        return _float(match[1]), _float(match[2]), _float(match[3])
+    assert not re.fullmatch(r"[\d.,]+", row.default), f"{row.name}: state its range, e.g. `10 (1–60)`"
+    return None
+
+
+def _effective(env: dict[str, str]) -> dict[str, object]:
+    """Everything the settings functions make of ``env``."""
+    values: dict[str, object] = {}
+    for read in (model_settings, stream_settings):
+        result = read(env)
+        values |= {f"{read.__name__}.{f}": getattr(result, f) for f in result.__dataclass_fields__}
+    return values
+
+
+@pytest.mark.parametrize("name", sorted(set(ROWS) | set(NUMBERS)))
+def test_readme_settings_row_matches_the_code(name: str) -> None:
+    assert name in ROWS, f"{name} is read by settings.py: add its row to README.md's configuration table"
+    stated = _stated_number(ROWS[name])
+    if name not in NUMBERS:
+        assert stated is None, f"{name} is a number: declare it in settings.NUMBERS"
+        return
+    default, minimum, maximum = stated or pytest.fail(f"{name}: the README gives no default and range")
+    assert NUMBERS[name] == Number(default, minimum, maximum)
+    # Behaviour, not just the declaration: the default applies when unset, both
+    # ends of the range are accepted, and a step beyond either is refused.
+    assert _number({}, name) == default
+    assert _number({name: str(minimum)}, name) == minimum and _number({name: f" {maximum} "}, name) == maximum
+    step = min(0.01, minimum / 2) if minimum else 0.01
+    for bad in (minimum - step, maximum + step):
+        with pytest.raises(SettingsError) as err:
+            _number({name: repr(bad)}, name)
+        assert str(err.value) == f"Setting {name} must be between {minimum:g} and {maximum:g}."
+    # And the setting reaches what the app uses.
+    assert any(_effective({**base, name: str(maximum)}) != _effective(base) for base in BASES), f"{name} is ignored"
+
+
+@pytest.mark.parametrize(
+    ("name", "effective"),
+    [
+        ("AZURE_OPENAI_API_VERSION", lambda env: model_settings(env).api_version),
+        ("STREAM_AUTH_LEVEL", lambda env: _auth_level(env)),
+        ("HOST", lambda env: _devhost_arguments(env).host),
+        ("PORT", lambda env: str(_devhost_arguments(env).port)),
+        ("LOG_LEVEL", lambda env: _devhost_arguments(env).log_level),
+    ],
+)
+def test_readme_defaults_of_text_settings(name: str, effective, monkeypatch: pytest.MonkeyPatch) -> None:
+    azure = {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME": "d"}
+    default = ROWS[name].default
+    assert default.startswith("`") and default.endswith("`"), f"{name}: write its default as `text`"
+    assert effective(azure) == default.strip("`")
+    assert effective({**azure, name: "4"}) != default.strip("`"), f"{name} is ignored"
+
+
+def _auth_level(env: dict[str, str]) -> str:
+    import function_app
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        if "STREAM_AUTH_LEVEL" in env:
+            mp.setenv("STREAM_AUTH_LEVEL", "anonymous")
+        return function_app._stream_auth_level().name.lower()
+
+
+def _devhost_arguments(env: dict[str, str]):
+    import devhost.__main__ as devhost_main
+
+    captured = {}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        mp.setattr(devhost_main, "create_app", lambda **_: (_ for _ in ()).throw(SystemExit(0)))
+        mp.setattr(
+            devhost_main.argparse.ArgumentParser,
+            "parse_args",
+            lambda self, argv=None: captured.setdefault("args", argparse.ArgumentParser.parse_known_args(self, [])[0]),
+        )
+        with pytest.raises(SystemExit):
+            devhost_main.main([])
+    return captured["args"]
