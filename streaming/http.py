@@ -44,20 +44,22 @@ def error_response(status: int, code: str, message: str) -> Response:
 async def stream_run(req: Request, runner: Runner) -> Response:
     """Validate ``req``, then stream ``runner``'s events. Whatever fails
     before the stream starts is a JSON error, never a stack trace."""
+    run_id = run_id_of(req)
     try:
-        return await _stream_run(req, runner)
+        return await _stream_run(req, runner, run_id)
     except Exception:
-        logger.exception("request to %s failed before streaming", req.url.path)
-        return error_response(500, "internal_error", "The request failed unexpectedly.")
+        logger.exception("run %s: %s %s failed before streaming", run_id, req.method, req.url.path)
+        response = error_response(500, "internal_error", "The request failed unexpectedly.")
+        response.headers["X-Run-Id"] = run_id
+        return response
 
 
-async def _stream_run(req: Request, runner: Runner) -> Response:
+async def _stream_run(req: Request, runner: Runner, run_id: str) -> Response:
     if req.method == "GET" and "last-event-id" in req.headers:
         # A browser's EventSource reconnecting after a stream ended. Runs are
         # stateless and not resumable: 204 tells it to stop for good instead
         # of running (and paying for) the agent again.
         return Response(status_code=204)
-    run_id = run_id_of(req)
     try:
         limits = stream_settings()
         if req.method == "GET":

@@ -98,14 +98,17 @@ def hermetic_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]
 # test that used the server is credited with it (see tests/conftest.py).
 MUTMUT_STATS = os.environ.get("MUTANT_UNDER_TEST") == "stats"
 _SERVE_RECORDING_HITS = """
-import atexit, json, os, runpy, sys
+import atexit, json, os, runpy, signal, sys
 import mutmut.mutation.trampoline as trampoline
 hits, record = set(), trampoline.record_trampoline_hit
 def recording(name, *args, **kwargs):
     hits.add(name)
     return record(name, *args, **kwargs)
+def stop(signum, frame):  # uvicorn re-raises SIGTERM once shut down: exit, running atexit
+    raise SystemExit(0)
 trampoline.record_trampoline_hit = recording
 atexit.register(lambda: open(os.environ["MUTMUT_SERVER_HITS"], "w").write(json.dumps(sorted(hits))))
+signal.signal(signal.SIGTERM, stop)
 sys.argv = ["devhost", *sys.argv[1:]]
 runpy.run_module("devhost", run_name="__main__")
 """
@@ -144,7 +147,7 @@ class AppServer:
             raise RuntimeError("the server is not started")
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> AppServer:
+    def start(self, timeout: float = 60.0) -> AppServer:
         self._log = self.log_file.open("wb")
         args = ["--port", "0", "--port-file", str(self.port_file), "--settings", str(self.settings_file)]
         command = ["-c", _SERVE_RECORDING_HITS] if MUTMUT_STATS else ["-m", "devhost"]
@@ -206,9 +209,7 @@ def record_server_hits(server: AppServer) -> None:
     if not server.hits_file.exists():
         return
     for function in json.loads(server.hits_file.read_text()):
-        state().tests_by_mangled_function_name[function].update(
-            user.removeprefix("mutants/") for user in server.users
-        )
+        state().tests_by_mangled_function_name[function].update(user.removeprefix("mutants/") for user in server.users)
 
 
 @dataclass

@@ -64,3 +64,12 @@ def test_usage_is_summed_across_model_calls_and_model_remembered() -> None:
 def test_done_without_usage_says_none() -> None:
     done = UpdateMapper().done("openai", "m")
     assert (done.model, done.usage) == ("m", None)
+
+
+def test_a_call_with_no_arguments_has_an_empty_object() -> None:
+    """The contract: ``arguments`` is the parsed JSON object, so a call with
+    none (``""`` on the wire, or only whitespace) has ``{}``, never ``""``."""
+    for raw in ("", "  "):
+        mapper = UpdateMapper()
+        mapper.feed(update(Content.from_function_call(call_id="c", name="now", arguments=raw)), "a")
+        assert mapper.flush() == [ToolCall("a", "c", "now", {})]
