@@ -50,7 +50,7 @@ def allowed_skips() -> list[str]:
     text = README.read_text(encoding="utf-8")
     section = text.split("\n### Testing\n", 1)[-1].split("\n## ", 1)[0]
     skips = section.split("Skips", 1)[-1] if "Skips" in section else ""
-    return re.findall(r"^- `([^`]+)`", skips, flags=re.MULTILINE)
+    return re.findall(r"^\s*- `([^`]+)`", skips, flags=re.MULTILINE)
 
 
 @pytest.hookimpl(wrapper=True)

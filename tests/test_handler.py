@@ -264,3 +264,47 @@ async def test_a_500_carries_its_run_id_and_the_log_names_it(
     logged = [r for r in caplog.records if r.name == "streaming.http" and r.levelno == logging.ERROR]
     assert len(logged) == 1 and run_id in logged[0].getMessage() and logged[0].exc_info
     assert b"secret" not in reply.body
+
+
+async def test_a_bad_setting_is_a_503_naming_it_not_its_value(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUN_DEADLINE_SECONDS", "soon-ish")
+    reply = await call(app, "POST", AGENT, **post_json({"message": "Weather in Oslo?"}))
+    assert reply.status == 503
+    assert reply.json() == {
+        "error": {"code": "invalid_setting", "message": "Setting RUN_DEADLINE_SECONDS must be a number."}
+    }
+
+
+# ------------------------------------------------------------------------------ what the README promises
+
+
+async def test_a_reconnecting_event_source_gets_204_and_no_run(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_model(*_: Any) -> Any:
+        raise AssertionError("a reconnect must not run the agent")
+
+    monkeypatch.setattr(llm, "chat_client", no_model)
+    reply = await call(app, "GET", AGENT, query="message=Oslo", headers={"last-event-id": "7"})
+    assert (reply.status, reply.body) == (204, b"")
+
+
+async def test_stream_headers_and_the_run_id_is_the_invocation_id(app: Any) -> None:
+    reply = await call(app, "GET", AGENT, query="message=Oslo")
+    assert reply.status == 200
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    assert reply.headers["cache-control"] == "no-cache" and reply.headers["x-accel-buffering"] == "no"
+    assert len(reply.headers["x-run-id"]) == 36  # the host's invocation id (a UUID), as the log shows it
+    events = parse_sse(reply.body.decode().split("\n"))
+    assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].event == "done"
+
+
+async def test_health_names_the_model_never_the_key(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_PROVIDER", "openai")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-4242")
+    monkeypatch.setenv("OPENAI_MODEL", "gpt-test")
+    reply = await call(app, "GET", "/api/health")
+    assert reply.json() == {"status": "ok", "model": {"configured": True, "provider": "openai", "model": "gpt-test"}}
+    monkeypatch.delenv("OPENAI_MODEL")
+    reply = await call(app, "GET", "/api/health")
+    assert reply.json()["model"]["configured"] is False and "OPENAI_MODEL" in reply.json()["model"]["error"]
+    assert b"sk-secret" not in reply.body
