@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -79,3 +80,10 @@ def offline_app() -> Iterator[AppServer]:
 def offline_client(offline_app: AppServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=offline_app.url, timeout=30) as client:
         yield client
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The order's seed again at the end, beside the failures it may explain."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int) and getattr(config.option, "randomly_reorganize", True):
+        terminalreporter.write_line(f"random order: replay it with --randomly-seed={seed}")

@@ -204,3 +204,73 @@ def _devhost_arguments(env: dict[str, str]):
         with pytest.raises(SystemExit):
             devhost_main.main([])
     return captured["args"]
+
+
+# ------------------------------------------------------------------------------ messages and names, exactly
+
+
+def test_a_setting_not_declared_yet_can_give_its_own_default_and_range() -> None:
+    assert _number({}, "NEW_LIMIT", 5, minimum=1, maximum=9) == 5
+    assert _number({"NEW_LIMIT": "9"}, "NEW_LIMIT", 5, minimum=1, maximum=9) == 9
+    with pytest.raises(SettingsError, match=r"^Setting NEW_LIMIT must be between 1 and 9\.$"):
+        _number({"NEW_LIMIT": "10"}, "NEW_LIMIT", 5, minimum=1, maximum=9)
+    with pytest.raises(KeyError):
+        _number({}, "NEW_LIMIT")  # neither declared nor given
+
+
+def test_the_first_set_name_wins_and_blank_counts_as_unset() -> None:
+    azure = {"AZURE_OPENAI_ENDPOINT": " https://r.openai.azure.com ", "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME": "  "}
+    azure |= {"AZURE_OPENAI_CHAT_COMPLETION_MODEL": "second", "AZURE_OPENAI_MODEL": "third"}
+    settings = model_settings(azure)
+    assert (settings.endpoint, settings.model) == ("https://r.openai.azure.com", "second")
+    assert model_settings({**azure, "AZURE_OPENAI_CHAT_COMPLETION_MODEL": ""}).model == "third"
+    assert model_settings({"OPENAI_BASE_URL": "http://h/v1", "OPENAI_CHAT_COMPLETION_MODEL": "alias"}).model == "alias"
+
+
+def test_the_provider_is_chosen_case_and_dash_blind() -> None:
+    env = {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME": "d"}
+    assert model_settings({**env, "MODEL_PROVIDER": "Azure-OpenAI"}).provider == "azure_openai"
+    assert model_settings({**env, "MODEL_PROVIDER": "OFFLINE"}).provider == "offline"
+    assert model_settings({"OPENAI_API_KEY": "k", "OPENAI_MODEL": "m"}).provider == "openai"
+
+
+def test_model_settings_carry_timeout_and_retries_to_real_models() -> None:
+    limits = {"MODEL_TIMEOUT_SECONDS": "7", "MODEL_MAX_RETRIES": "4"}
+    azure = {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME": "d"}
+    for env in (azure, {"OPENAI_API_KEY": "k", "OPENAI_MODEL": "m"}):
+        settings = model_settings({**env, **limits})
+        assert (settings.timeout_s, settings.max_retries) == (7.0, 4) and isinstance(settings.max_retries, int)
+    keyed = model_settings({**azure, "AZURE_OPENAI_API_KEY": "k3y", "AZURE_OPENAI_API_VERSION": "2025-01-01"})
+    assert (keyed.api_key, keyed.api_version) == ("k3y", "2025-01-01")
+
+
+def test_settings_messages_name_what_to_set() -> None:
+    with pytest.raises(SettingsError) as err:
+        model_settings({"MODEL_PROVIDER": "azure_openai"})
+    assert (
+        str(err.value)
+        == "Azure OpenAI is not configured: set AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_CHAT_DEPLOYMENT_NAME."
+    )
+    assert err.value.missing == ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME")
+    with pytest.raises(SettingsError) as err:
+        model_settings({"OPENAI_BASE_URL": "http://h/v1"})
+    assert str(err.value) == "OpenAI is not configured: set OPENAI_MODEL (the model name the server serves)."
+    assert (err.value.missing, err.value.code) == (("OPENAI_MODEL",), "model_not_configured")
+    with pytest.raises(SettingsError) as err:
+        model_settings({"MODEL_PROVIDER": "llamas"})
+    assert str(err.value) == "Setting MODEL_PROVIDER must be one of: azure_openai, openai, offline."
+    assert (err.value.missing, err.value.code) == ((), "invalid_setting")
+    with pytest.raises(SettingsError) as err:
+        model_settings({"WEBSITE_INSTANCE_ID": "abc"})
+    assert str(err.value) == (
+        "No model is configured for this function app: set AZURE_OPENAI_ENDPOINT and "
+        "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME (or OPENAI_API_KEY / OPENAI_BASE_URL and OPENAI_MODEL). "
+        "Set MODEL_PROVIDER=offline to serve the offline demo model on purpose."
+    )
+    assert err.value.missing == ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME")
+    assert SettingsError("x", code="custom").code == "custom"
+
+
+def test_repr_shows_the_choice_not_the_key() -> None:
+    settings = model_settings({"OPENAI_API_KEY": "sk-secret", "OPENAI_MODEL": "m", "OPENAI_BASE_URL": "http://h/v1"})
+    assert repr(settings) == "ModelSettings(provider='openai', model='m', endpoint='http://h/v1')"
