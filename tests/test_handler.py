@@ -308,3 +308,91 @@ async def test_health_names_the_model_never_the_key(app: Any, monkeypatch: pytes
     reply = await call(app, "GET", "/api/health")
     assert reply.json()["model"]["configured"] is False and "OPENAI_MODEL" in reply.json()["model"]["error"]
     assert b"sk-secret" not in reply.body
+
+
+# ------------------------------------------------------------------------------ whatever the runner does
+
+
+def sse_events(reply: Reply) -> list[Any]:
+    return parse_sse(reply.body.decode().split("\n"))
+
+
+async def run_with(runner: Callable[..., AsyncIterator[StreamEvent]], monkeypatch: pytest.MonkeyPatch) -> Reply:
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+    return await call(with_runner(runner), "GET", AGENT, query="message=hi")
+
+
+async def test_a_runner_that_raises_ends_with_one_safe_error_logged_under_the_run_id(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        yield TextDelta("partial", "weather")
+        raise RuntimeError("secret-key-123 in a bug")
+
+    with caplog.at_level(logging.INFO):
+        reply = await run_with(runner, monkeypatch)
+    events = sse_events(reply)
+    assert [e.event for e in events] == ["message", "error"]
+    assert events[-1].data == {"error": {"code": "internal_error", "message": "The run failed unexpectedly."}}
+    assert b"secret" not in reply.body
+    run_id = reply.headers["x-run-id"]
+    failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert failures and all(run_id in r.getMessage() for r in failures)
+    assert any(r.exc_info for r in failures), "a bug's traceback goes to the log"
+
+
+async def test_an_expected_upstream_failure_is_logged_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import httpx
+    import openai
+
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        yield AgentStarted("weather")
+        raise openai.APITimeoutError(request=httpx.Request("POST", "http://127.0.0.1/v1"))
+
+    with caplog.at_level(logging.INFO):
+        reply = await run_with(runner, monkeypatch)
+    assert sse_events(reply)[-1].data["error"]["code"] == "upstream_timeout"
+    failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(failures) == 1 and failures[0].exc_info is None
+    assert reply.headers["x-run-id"] in failures[0].getMessage() and "APITimeoutError" in failures[0].getMessage()
+
+
+async def test_a_runner_that_stops_without_a_terminal_event_gets_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        yield TextDelta("a", "weather")
+
+    events = sse_events(await run_with(runner, monkeypatch))
+    assert events[-1].data == {"error": {"code": "internal_error", "message": "The run ended unexpectedly."}}
+
+
+async def test_run_deadline_seconds_ends_the_run_with_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUN_DEADLINE_SECONDS", "0.3")
+    closed = asyncio.Event()
+
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        try:
+            yield TextDelta("thinking", "weather")
+            await asyncio.sleep(30)
+            yield Done("offline", "offline-demo")
+        finally:
+            closed.set()
+
+    events = sse_events(await run_with(runner, monkeypatch))
+    assert [e.event for e in events] == ["message", "error"]
+    assert events[-1].data == {"error": {"code": "timeout", "message": "The run did not finish within 0.3 seconds."}}
+    assert closed.is_set(), "the run is cancelled, and with it the model call"
+
+
+async def test_done_is_stamped_with_the_run_s_duration_and_ends_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        await asyncio.sleep(0.15)
+        yield Done("offline", "offline-demo", usage={"input_tokens": 1, "output_tokens": 2, "total_tokens": 3})
+        yield TextDelta("after the end", "weather")
+
+    events = sse_events(await run_with(runner, monkeypatch))
+    assert [e.event for e in events] == ["done"]
+    done = events[0].data
+    assert 150 <= done["elapsed_ms"] < 10_000
+    assert done["usage"] == {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}
