@@ -73,3 +73,56 @@ def test_a_call_with_no_arguments_has_an_empty_object() -> None:
         mapper = UpdateMapper()
         mapper.feed(update(Content.from_function_call(call_id="c", name="now", arguments=raw)), "a")
         assert mapper.flush() == [ToolCall("a", "c", "now", {})]
+
+
+def call(call_id: str | None, name: str = "", arguments: object = "") -> Content:
+    return Content.from_function_call(call_id=call_id, name=name, arguments=arguments)
+
+
+def test_fragments_without_a_call_id_belong_to_the_last_call() -> None:
+    mapper = UpdateMapper()
+    mapper.feed(update(call(None, "ignored", "{}")), "a")  # nothing to attach it to
+    mapper.feed(update(call("c1", "", '{"location":')), "a")
+    mapper.feed(update(call(None, "get_weather", ' "Oslo"}')), "a")  # the name may come late, too
+    assert mapper.flush() == [ToolCall("a", "c1", "get_weather", {"location": "Oslo"})]
+    mapper.feed(update(call("c1", "get_weather", '{"location": "again"}')), "a")
+    assert mapper.flush() == [], "a call already emitted is not emitted twice"
+    result = Content.from_function_result(call_id="c1", result="[1, 2]")
+    assert mapper.feed(update(result, role="tool"), "a") == [ToolResult("a", "c1", "get_weather", [1, 2], False)]
+
+
+def test_arguments_that_are_not_json_stay_as_sent() -> None:
+    mapper = UpdateMapper()
+    mapper.feed(update(call("c", "t", '{"broken": ')), "a")
+    mapper.feed(update(call("d", "t", "[1, 2]")), "a")
+    assert mapper.flush() == [ToolCall("a", "c", "t", '{"broken": '), ToolCall("a", "d", "t", [1, 2])]
+
+
+def test_a_result_with_no_known_call() -> None:
+    result = Content.from_function_result(call_id=None, result="plain text")
+    assert UpdateMapper().feed(update(result, role="tool"), "a") == [ToolResult("a", "", "", "plain text", False)]
+
+
+def test_usage_totals_are_derived_when_the_service_leaves_them_out() -> None:
+    mapper = UpdateMapper()
+    mapper.feed(update(Content.from_usage({"input_token_count": 4})), "a")
+    assert mapper.done("openai", "m").usage == {"input_tokens": 4, "total_tokens": 4}
+    mapper = UpdateMapper()
+    mapper.feed(update(Content.from_usage({"output_token_count": 6, "total_token_count": 99})), "a")
+    assert mapper.done("openai", "m").usage == {"output_tokens": 6, "total_tokens": 6}
+    mapper = UpdateMapper()
+    mapper.feed(update(Content.from_usage({"total_token_count": 7, "input_token_count": "n/a"})), "a")
+    assert mapper.done("openai", "m").usage == {"total_tokens": 7}
+
+
+def test_a_blank_model_name_does_not_replace_the_known_one() -> None:
+    mapper = UpdateMapper()
+    mapper.feed(update(Content.from_text("a"), model="gpt-real"), "a")
+    mapper.feed(update(Content.from_text("b"), model=""), "a")
+    assert mapper.done("openai", "configured").model == "gpt-real"
+
+
+def test_the_end_of_a_turn_emits_the_calls_made_in_it() -> None:
+    mapper = UpdateMapper()
+    assert mapper.feed(update(call("c", "t", '{"k": 1}')), "a") == []
+    assert mapper.feed(update(finish_reason="stop"), "a") == [ToolCall("a", "c", "t", {"k": 1})]
