@@ -274,3 +274,54 @@ def test_settings_messages_name_what_to_set() -> None:
 def test_repr_shows_the_choice_not_the_key() -> None:
     settings = model_settings({"OPENAI_API_KEY": "sk-secret", "OPENAI_MODEL": "m", "OPENAI_BASE_URL": "http://h/v1"})
     assert repr(settings) == "ModelSettings(provider='openai', model='m', endpoint='http://h/v1')"
+
+
+def test_an_openai_compatible_server_needs_no_key() -> None:
+    client = llm.create_chat_client(
+        model_settings(
+            {
+                "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+                "OPENAI_MODEL": "llama3.2",
+                "MODEL_TIMEOUT_SECONDS": "9",
+                "MODEL_MAX_RETRIES": "0",
+            }
+        )
+    )
+    assert client.client.api_key == llm.KEYLESS_PLACEHOLDER == "not-needed"
+    assert str(client.client.base_url) == "http://127.0.0.1:9/v1/"
+    assert (client.client.timeout, client.client.max_retries, client.model) == (9, 0, "llama3.2")
+    keyed = llm.create_chat_client(model_settings({"OPENAI_API_KEY": "sk-k", "OPENAI_MODEL": "m"}))
+    assert keyed.client.api_key == "sk-k"
+
+
+def test_the_offline_client_takes_its_pace_from_the_settings() -> None:
+    client = llm.create_chat_client(model_settings({"OFFLINE_MODEL_DELAY_MS": "40"}))
+    assert isinstance(client, OfflineChatClient) and client.delay == 0.04
+
+
+async def test_a_client_per_event_loop_and_settings_from_the_environment(monkeypatch) -> None:
+    import asyncio
+
+    monkeypatch.setenv("OFFLINE_MODEL_DELAY_MS", "3")
+    here, settings = llm.chat_client()
+    assert settings.offline_delay_s == 0.003 and llm.chat_client()[0] is here
+    elsewhere = await asyncio.to_thread(lambda: asyncio.run(_client_in_a_new_loop()))
+    assert elsewhere is not here, "a client holds connections of its own event loop"
+
+
+async def _client_in_a_new_loop():
+    return llm.chat_client()[0]
+
+
+def test_the_settings_error_for_a_client_that_cannot_be_built_is_exact(monkeypatch) -> None:
+    def refuse(settings):
+        raise ValueError("bad endpoint")
+
+    monkeypatch.setattr(llm, "create_chat_client", refuse)
+    with pytest.raises(SettingsError) as err:
+        llm.chat_client(model_settings({"OPENAI_API_KEY": "k", "OPENAI_MODEL": "other-model"}))
+    assert str(err.value) == (
+        "Could not create the openai client from the app's settings (ValueError); "
+        "check the endpoint and model settings."
+    )
+    assert isinstance(err.value.__cause__, ValueError)
