@@ -162,3 +162,28 @@ async def test_the_writer_writes_a_four_line_poem(places: list[str]) -> None:
     for report in reports:
         assert report["location"] in poem
     assert f"{reports[0]['temperature_c']} degrees" in lines[0] and reports[0]["conditions"] in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("city", "report"),
+    [
+        ("Oslo", ("windy", 5, 12, 60)),
+        ("Tokyo", ("snow showers", -5, 22, 36)),
+        ("Tromsø", ("rain", 31, 4, 65)),
+        ("Nairobi", ("fog", 4, 4, 92)),
+        ("Perth", ("light rain", 20, 26, 94)),
+        ("Hanoi", ("windy", 24, 23, 72)),
+    ],
+)
+async def test_the_same_city_always_gets_the_same_weather(city: str, report: tuple) -> None:
+    """The README promises stable sample data per city: these values are the promise, kept across versions."""
+    found = await OfflineWeatherProvider().current(f"  {city.lower()}  ")
+    assert (found.conditions, found.temperature_c, found.wind_kph, found.humidity_pct) == report
+    assert found.as_dict() == {
+        "location": city.lower(),
+        "conditions": report[0],
+        "temperature_c": report[1],
+        "wind_kph": report[2],
+        "humidity_pct": report[3],
+        "source": "offline sample data",
+    }
