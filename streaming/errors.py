@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import openai
-from agent_framework.exceptions import ChatClientException
+from agent_framework.exceptions import ChatClientContentFilterException, ChatClientException
 
 from settings import SettingsError
 
@@ -22,6 +22,21 @@ class ErrorInfo:
     status: int
     code: str
     message: str
+
+
+# The model service's content filter (Azure OpenAI's, or any server that
+# answers with its codes). Not a fault of the app or the service: the client
+# gets a code of its own and a message saying that rewording may help.
+CONTENT_FILTERED_PROMPT = ErrorInfo(
+    400,
+    "content_filtered",
+    "The model service's content filter blocked this request. Rewording the message may help.",
+)
+CONTENT_FILTERED_ANSWER = ErrorInfo(
+    502,
+    "content_filtered",
+    "The model service's content filter blocked the rest of the answer. Rewording the message may help.",
+)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -73,6 +88,10 @@ def classify(exc: BaseException) -> ErrorInfo:
             return ErrorInfo(
                 502, "upstream_not_found", "The model service does not know the configured model or deployment."
             )
+        if isinstance(err, ChatClientContentFilterException) or (
+            isinstance(err, openai.BadRequestError) and err.code == "content_filter"
+        ):
+            return CONTENT_FILTERED_PROMPT
         if isinstance(err, openai.BadRequestError):
             return ErrorInfo(502, "upstream_rejected", "The model service rejected the request.")
         if isinstance(err, openai.APITimeoutError):
