@@ -45,6 +45,14 @@ Responses are built with small helpers::
     drop_after(3)            # 3 chunks, then the connection is cut without [DONE]
     hang(headers=False)      # never answers; hang(headers=True) sends headers, then nothing
     malformed()              # a chunk that is not valid JSON
+    content_filter_error()   # Azure's 400 for a prompt its content filter refused
+
+Other servers' streams: ``quirks=Quirks(...)`` on ``text_response``/``tool_call_response`` plays
+what Ollama, llama.cpp, vLLM, LM Studio or Azure do differently from OpenAI (ids reused across
+responses, empty or missing; tool-call deltas without ``index``; ``content: null`` beside tool
+calls; arguments as an object; reasoning deltas; Azure's filter annotations). A cut answer is a
+``finish_reason``: ``text_response(..., finish_reason="length")``, or ``"content_filter"`` (on Azure
+routes in Azure's own chunk: no ``delta``, empty ``id``/``model``, the filter's verdicts).
 
 Example::
 

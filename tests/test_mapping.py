@@ -64,3 +64,88 @@ def test_usage_is_summed_across_model_calls_and_model_remembered() -> None:
 def test_done_without_usage_says_none() -> None:
     done = UpdateMapper().done("openai", "m")
     assert (done.model, done.usage) == ("m", None)
+
+
+def call(call_id: str, name: str = "get_weather", arguments: str | dict = "", occurrence: str | None = None) -> Content:
+    return Content.from_function_call(call_id=call_id, name=name, arguments=arguments, id=occurrence)
+
+
+def result(call_id: str, value: str, occurrence: str | None = None) -> Content:
+    return Content.from_function_result(call_id=call_id, result=value, id=occurrence)
+
+
+def test_ids_reused_across_steps_pair_each_result_with_its_own_call() -> None:
+    """As the framework streams a server that numbers calls per response:
+    each step's call_0 is a new occurrence (its own Content.id)."""
+    mapper = UpdateMapper()
+    events = []
+    for step, city in enumerate(["Seattle", "Paris"]):
+        events += mapper.feed(
+            update(call("call_0", arguments=f'{{"location":"{city}"}}', occurrence=f"af-{step}")), "a"
+        )
+        events += mapper.feed(update(finish_reason="tool_calls"), "a")
+        events += mapper.feed(update(result("call_0", city, occurrence=f"af-{step}"), role="tool"), "a")
+    assert events == [
+        ToolCall("a", "call_0", "get_weather", {"location": "Seattle"}),
+        ToolResult("a", "call_0", "get_weather", "Seattle", False),
+        ToolCall("a", "call-app-1", "get_weather", {"location": "Paris"}),
+        ToolResult("a", "call-app-1", "get_weather", "Paris", False),
+    ]
+
+
+def test_ids_reused_without_occurrence_ids_still_make_new_calls_after_a_result() -> None:
+    mapper = UpdateMapper()
+    events = []
+    for city in ["Seattle", "Paris"]:
+        events += mapper.feed(update(call("call_0", arguments={"location": city})), "a")
+        events += mapper.feed(update(result("call_0", city), role="tool"), "a")
+    assert [(e.call_id, type(e).__name__) for e in events] == [
+        ("call_0", "ToolCall"),
+        ("call_0", "ToolResult"),
+        ("call-app-1", "ToolCall"),
+        ("call-app-1", "ToolResult"),
+    ]
+
+
+def test_empty_ids_get_app_ids_and_the_framework_filled_in_id_pairs_the_result() -> None:
+    """No model id: the streamed call has call_id "" and the framework's
+    result uses its occurrence id as call_id."""
+    mapper = UpdateMapper()
+    events = mapper.feed(
+        update(call("", arguments="{}", occurrence="af-x"), call("", "t", "{}", occurrence="af-y")), "a"
+    )
+    events += mapper.feed(update(result("af-y", "Y", occurrence="af-y"), result("af-x", "X", occurrence="af-x")), "a")
+    assert events == [
+        ToolCall("a", "call-app-1", "get_weather", {}),
+        ToolCall("a", "call-app-2", "t", {}),
+        ToolResult("a", "call-app-2", "t", "Y", False),
+        ToolResult("a", "call-app-1", "get_weather", "X", False),
+    ]
+
+
+def test_a_call_repeated_while_it_waits_for_its_result_is_not_a_new_call() -> None:
+    """The framework repeats a call it hands back to the caller (a
+    declaration-only tool) in one more update, arguments None."""
+    mapper = UpdateMapper()
+    events = mapper.feed(update(call("c1", "client_tool", '{"a":1}', occurrence="af-1")), "a")
+    events += mapper.feed(update(finish_reason="tool_calls"), "a")
+    events += mapper.feed(update(Content.from_function_call(call_id="c1", name="client_tool", id="af-1")), "a")
+    events += mapper.flush()
+    assert events == [ToolCall("a", "c1", "client_tool", {"a": 1})]
+
+
+def test_a_result_naming_no_known_call_goes_to_the_oldest_waiting_call() -> None:
+    mapper = UpdateMapper()
+    events = mapper.feed(update(call("m1", arguments="{}"), call("m2", arguments="{}")), "a")
+    events += mapper.feed(update(result("unknown", "first")), "a")
+    assert [e.call_id for e in events] == ["m1", "m2", "m1"]
+
+
+def test_content_filter_finish_is_an_error_and_length_is_kept_for_done() -> None:
+    mapper = UpdateMapper()
+    assert mapper.feed(update(Content.from_text("Part")), "a") == [TextDelta("Part", "a")]
+    assert mapper.done("p", "m").finish_reason == "stop"
+    mapper.feed(update(finish_reason="length"), "a")
+    assert mapper.done("p", "m").finish_reason == "length"
+    (error,) = mapper.feed(update(finish_reason="content_filter"), "a")
+    assert error.terminal and error.code == "content_filtered" and "content filter" in error.message
