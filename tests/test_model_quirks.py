@@ -219,24 +219,41 @@ def test_azure_filter_annotations_on_a_normal_answer_change_nothing(
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 @pytest.mark.parametrize(
-    "quirks",
-    [Quirks(tool_call_index=False), Quirks(content_null=True), Quirks(arguments_as_object=True)],
-    ids=["tool-call chunks without index", "content null beside tool calls", "arguments as an object"],
+    ("quirks", "fragments"),
+    [
+        (Quirks(tool_call_index=False), 4),
+        (Quirks(content_null=True), 4),
+        (Quirks(arguments_as_object=True), 1),
+        (Quirks(), 1),
+    ],
+    ids=[
+        "tool-call chunks without index",
+        "content null beside tool calls",
+        "arguments as an object",
+        "each call whole in one chunk",
+    ],
 )
-def test_tool_call_shapes_that_held(fake: FakeOpenAI, openai_app: AppServer, endpoint: str, quirks: Quirks) -> None:
-    events = run(fake, openai_app, endpoint, step("Seattle", quirks, fragments=4), text_response("Done."))
+def test_tool_call_shapes_that_held(
+    fake: FakeOpenAI, openai_app: AppServer, endpoint: str, quirks: Quirks, fragments: int
+) -> None:
+    events = run(fake, openai_app, endpoint, step("Seattle", quirks, fragments=fragments), text_response("Done."))
     calls = assert_calls_paired(events, ["Seattle"])
     assert calls[0]["arguments"] == {"location": "Seattle"}
     ends_done(events)
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-def test_two_calls_in_one_response_and_function_call_finish(
-    fake: FakeOpenAI, openai_app: AppServer, endpoint: str
+@pytest.mark.parametrize(
+    "finish_reason",
+    ["function_call", "stop"],
+    ids=["finish_reason function_call (older servers)", "finish_reason stop after calls (LM Studio before 0.3.15)"],
+)
+def test_two_calls_in_one_response_whatever_the_finish_reason(
+    fake: FakeOpenAI, openai_app: AppServer, endpoint: str, finish_reason: str
 ) -> None:
     both = tool_call_response(
         [("get_weather", {"location": "Seattle"}), ("get_weather", {"location": "Paris"})],
-        finish_reason="function_call",
+        finish_reason=finish_reason,
     )
     events = run(fake, openai_app, endpoint, both, text_response("Done."))
     assert_calls_paired(events, ["Seattle", "Paris"])
