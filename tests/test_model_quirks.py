@@ -294,3 +294,20 @@ def test_reasoning_deltas_stay_out_of_the_answer(
     done = ends_done(events)
     # The usage chunk (empty choices) of every model call is counted.
     assert done["usage"]["input_tokens"] >= 30 and done["usage"]["output_tokens"] >= 9
+
+
+def test_every_wire_format_says_why_an_answer_stopped(fake: FakeOpenAI, azure_app: AppServer) -> None:
+    """The same events reach NDJSON and plain text."""
+    with httpx.Client(base_url=azure_app.url, timeout=30) as client:
+        fake.enqueue(text_response(["Seattle:", " light"], finish_reason="length"))
+        ndjson = client.post("/api/agent/stream", json={"message": "hi"}, headers={"Accept": "application/x-ndjson"})
+        last = json.loads(ndjson.text.splitlines()[-1])
+        assert (last["event"], last["finish_reason"]) == ("done", "length")
+
+        fake.enqueue(text_response(["Seattle:", " light"], finish_reason="length"))
+        plain = client.post("/api/agent/stream", json={"message": "hi"}, headers={"Accept": "text/plain"})
+        assert plain.text == "Seattle: light\n[cut short: the model reached its length limit]\n"
+
+        fake.enqueue(text_response(["Seattle:", " light"], finish_reason="content_filter"))
+        plain = client.post("/api/agent/stream", json={"message": "hi"}, headers={"Accept": "text/plain"})
+        assert plain.text.startswith("Seattle: light\n[error] content_filtered: The model service's content filter")
