@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import openai
-from agent_framework.exceptions import ChatClientContentFilterException, ChatClientException
+from agent_framework.exceptions import ChatClientException
 
 from settings import SettingsError
 
@@ -88,11 +88,9 @@ def classify(exc: BaseException) -> ErrorInfo:
             return ErrorInfo(
                 502, "upstream_not_found", "The model service does not know the configured model or deployment."
             )
-        if isinstance(err, ChatClientContentFilterException) or (
-            isinstance(err, openai.BadRequestError) and err.code == "content_filter"
-        ):
-            return CONTENT_FILTERED_PROMPT
         if isinstance(err, openai.BadRequestError):
+            if err.code == "content_filter":  # the framework's content-filter exception wraps this one
+                return CONTENT_FILTERED_PROMPT
             return ErrorInfo(502, "upstream_rejected", "The model service rejected the request.")
         if isinstance(err, openai.APITimeoutError):
             return ErrorInfo(504, "upstream_timeout", "The model service did not answer in time.")

@@ -111,7 +111,8 @@ class UpdateMapper:
             if finish_reason == "length":
                 self.finish_reason = "length"
             elif finish_reason == "content_filter":
-                # Imported here: only a filtered answer needs the error table (and its SDK imports).
+                # Imported here, not at the top: errors.py classifies exceptions this
+                # module raises, and only a filtered answer needs the table.
                 from streaming.errors import CONTENT_FILTERED_ANSWER
 
                 events.append(Error(CONTENT_FILTERED_ANSWER.code, CONTENT_FILTERED_ANSWER.message))
