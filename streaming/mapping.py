@@ -81,6 +81,7 @@ class UpdateMapper:
     _settled: set[_Key] = field(default_factory=set)  # occurrences whose result was emitted
     _used_ids: set[str] = field(default_factory=set)
     _app_ids: int = 0
+    _anonymous: int = 0
     _last_key: _Key | None = None
 
     def feed(self, update: Any, agent: str) -> list[StreamEvent]:
@@ -170,11 +171,13 @@ class UpdateMapper:
 
     def _add_call_fragment(self, content: Any, agent: str) -> None:
         key, model_id = self._identity(content)
-        if key is None:  # a fragment that names no call continues the last one
-            key = self._last_key
-        if key is None:
-            self._app_ids += 1
-            key = ("anonymous", self._app_ids)
+        if key is None:  # no id at all: a fragment continues the last call, unless it names a new one
+            last = self._pending.get(self._last_key) if self._last_key else None
+            if last is not None and not (content.name and last.name):
+                key = self._last_key
+            else:
+                self._anonymous += 1
+                key = ("anonymous", self._anonymous)
         call = self._pending.get(key)
         if call is None:
             if key in self._waiting or key in self._settled:

@@ -149,3 +149,23 @@ def test_content_filter_finish_is_an_error_and_length_is_kept_for_done() -> None
     assert mapper.done("p", "m").finish_reason == "length"
     (error,) = mapper.feed(update(finish_reason="content_filter"), "a")
     assert error.terminal and error.code == "content_filtered" and "content filter" in error.message
+
+
+def test_calls_with_no_id_at_all_are_told_apart_by_their_names() -> None:
+    """Neither the framework nor the model named them: each fragment with a
+    name starts a call, the ones after it continue it."""
+    mapper = UpdateMapper()
+    events = mapper.feed(update(call("", "a", '{"x":'), call("", "", "1}")), "w")
+    events += mapper.feed(update(finish_reason="tool_calls"), "w")
+    events += mapper.feed(update(result("", "ra")), "w")
+    events += mapper.feed(update(call("", "b", "{}"), call("", "c", "{")), "w")
+    events += mapper.feed(update(call("", "", "}")), "w")
+    events += mapper.feed(update(result("", "rb"), result("", "rc")), "w")
+    assert events == [
+        ToolCall("w", "call-app-1", "a", {"x": 1}),
+        ToolResult("w", "call-app-1", "a", "ra", False),
+        ToolCall("w", "call-app-2", "b", {}),
+        ToolCall("w", "call-app-3", "c", {}),
+        ToolResult("w", "call-app-2", "b", "rb", False),
+        ToolResult("w", "call-app-3", "c", "rc", False),
+    ]

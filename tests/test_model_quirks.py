@@ -156,6 +156,31 @@ def test_numbered_ids_with_parallel_calls_then_again(fake: FakeOpenAI, openai_ap
     ends_done(events)
 
 
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize(
+    "calls",
+    [
+        tool_call_response(
+            [("get_weather", {"location": "Seattle"}), ("get_weather", {"location": "Paris"})],
+            quirks=Quirks(call_ids="missing", tool_call_index=False),
+        ),
+        tool_call_response(
+            [
+                ToolCall("get_weather", {"location": "Seattle"}, "dup"),
+                ToolCall("get_weather", {"location": "Paris"}, "dup"),
+            ]
+        ),
+    ],
+    ids=["two calls without ids or index", "two calls under one id"],
+)
+def test_two_calls_the_model_does_not_tell_apart(
+    fake: FakeOpenAI, openai_app: AppServer, endpoint: str, calls: Completion
+) -> None:
+    events = run(fake, openai_app, endpoint, calls, text_response("Done."))
+    assert_calls_paired(events, ["Seattle", "Paris"])
+    ends_done(events)
+
+
 # -- answers the model stopped early --------------------------------------------------------------
 
 
