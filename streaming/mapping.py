@@ -103,7 +103,9 @@ class UpdateMapper:
                 self._add_call_fragment(content, agent)
             elif kind == "function_result":
                 events += self.flush()
-                events.append(self._result(content, agent))
+                result = self._result(content, agent)
+                if result is not None:
+                    events.append(result)
             elif kind == "usage":
                 for source, target in USAGE_KEYS.items():
                     value = (content.usage_details or {}).get(source)
@@ -214,7 +216,10 @@ class UpdateMapper:
                 return waiting_key, call
         return key, None
 
-    def _result(self, content: Any, agent: str) -> ToolResult:
+    def _result(self, content: Any, agent: str) -> ToolResult | None:
+        """The result event, or ``None`` for a result already emitted."""
+        if self._identity(content)[0] in self._settled:
+            return None
         key, call = self._match(content, agent)
         if call is not None and key is not None:
             del self._waiting[key]

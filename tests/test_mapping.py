@@ -115,6 +115,7 @@ def test_empty_ids_get_app_ids_and_the_framework_filled_in_id_pairs_the_result()
         update(call("", arguments="{}", occurrence="af-x"), call("", "t", "{}", occurrence="af-y")), "a"
     )
     events += mapper.feed(update(result("af-y", "Y", occurrence="af-y"), result("af-x", "X", occurrence="af-x")), "a")
+    events += mapper.feed(update(result("af-x", "X", occurrence="af-x")), "a")  # the same result again: once only
     assert events == [
         ToolCall("a", "call-app-1", "get_weather", {}),
         ToolCall("a", "call-app-2", "t", {}),
