@@ -336,3 +336,38 @@ def test_every_wire_format_says_why_an_answer_stopped(fake: FakeOpenAI, azure_ap
         fake.enqueue(text_response(["Seattle:", " light"], finish_reason="content_filter"))
         plain = client.post("/api/agent/stream", json={"message": "hi"}, headers={"Accept": "text/plain"})
         assert plain.text.startswith("Seattle: light\n[error] content_filtered: The model service's content filter")
+
+
+@pytest.mark.parametrize("call_ids", ["unique", "numbered", "empty"])
+async def test_a_call_handed_back_to_the_caller_is_one_call(fake: FakeOpenAI, call_ids: str) -> None:
+    """The real framework, in process, with a declaration-only tool (how
+    AG-UI offers a client's tools): it runs get_weather, hands the client
+    tool back and repeats that call in one more update. The mapper shows
+    each call once; the client tool's call stays without a result."""
+    from agent_framework import FunctionTool
+    from agent_framework.openai import OpenAIChatCompletionClient
+
+    from agents import build_weather_agent
+    from streaming.events import ToolCall as ToolCallEvent
+    from streaming.events import ToolResult as ToolResultEvent
+    from streaming.mapping import UpdateMapper
+
+    schema = {"type": "object", "properties": {"location": {"type": "string"}}}
+    client_tool = FunctionTool(name="show_map", description="Show a map.", func=None, input_model=schema)
+    fake.enqueue(
+        tool_call_response(
+            [("get_weather", {"location": "Seattle"}), ("show_map", {"location": "Seattle"})],
+            quirks=Quirks(call_ids=call_ids),  # type: ignore[arg-type]
+        )
+    )
+    client = OpenAIChatCompletionClient(model="m", api_key=KEY, base_url=fake.openai_base_url)
+    mapper, events = UpdateMapper(), []
+    stream = build_weather_agent(client).run("Weather in Seattle, on a map", stream=True, tools=[client_tool])
+    async for update in stream:
+        events += mapper.feed(update, "weather")
+    events += mapper.flush()
+    calls = [e for e in events if isinstance(e, ToolCallEvent)]
+    results = [e for e in events if isinstance(e, ToolResultEvent)]
+    assert [c.tool for c in calls] == ["get_weather", "show_map"]
+    assert all(c.call_id for c in calls) and len({c.call_id for c in calls}) == 2
+    assert [(r.call_id, r.result["location"]) for r in results] == [(calls[0].call_id, "Seattle")]
