@@ -286,16 +286,19 @@ def test_two_calls_in_one_response_whatever_the_finish_reason(
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize(
+    "finish_reason", ["tool_calls", "length"], ids=["finish tool_calls", "finish length (llama.cpp at n_predict)"]
+)
 def test_arguments_cut_mid_json_are_shown_raw_and_the_call_fails(
-    fake: FakeOpenAI, openai_app: AppServer, endpoint: str
+    fake: FakeOpenAI, openai_app: AppServer, endpoint: str, finish_reason: str
 ) -> None:
-    broken = tool_call_response([ToolCall("get_weather", '{"location": "Par')])
+    broken = tool_call_response([ToolCall("get_weather", '{"location": "Par')], finish_reason=finish_reason)
     events = run(fake, openai_app, endpoint, broken, text_response("Sorry."))
     (call,) = [e.data for e in events if e.event == "tool_call"]
     (result,) = [e.data for e in events if e.event == "tool_result"]
     assert call["arguments"] == '{"location": "Par'
     assert result["call_id"] == call["call_id"] and result["is_error"] is True
-    ends_done(events)
+    ends_done(events, "length" if finish_reason == "length" else "stop")
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
