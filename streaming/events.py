@@ -96,9 +96,9 @@ class ToolResult(StreamEvent):
 @dataclass(frozen=True, slots=True)
 class Done(StreamEvent):
     """Terminal: the run finished. ``usage`` is ``None`` when the model did
-    not report it. ``finish_reason`` is ``"length"`` when the model stopped
-    at its length limit somewhere in the run (part of the answer is
-    missing), else ``"stop"``."""
+    not report it. ``finish_reason`` is ``"length"`` when the model's length
+    limit cut the text of an answer in the run (part of it is missing),
+    else ``"stop"``."""
 
     name: ClassVar[str] = "done"
     terminal: ClassVar[bool] = True

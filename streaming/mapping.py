@@ -11,7 +11,7 @@ Both runners (agent and workflow) feed :class:`UpdateMapper` the
 * gives every call an id that is non-empty and unique in the run, and its
   result the same id (see "Tool-call ids" below);
 * says why an answer stopped early: the content filter ends the run with an
-  ``error``; the length limit is remembered for ``done``;
+  ``error``; an answer the length limit cut is remembered for ``done``;
 * sums token usage across the model calls of a run and remembers the model
   name the service reported.
 
@@ -86,6 +86,7 @@ class UpdateMapper:
     _app_ids: int = 0
     _anonymous: int = 0
     _last_key: _Key | None = None
+    _calls_in_turn: bool = False  # the current model call made tool calls
 
     def feed(self, update: Any, agent: str) -> list[StreamEvent]:
         events: list[StreamEvent] = []
@@ -100,8 +101,10 @@ class UpdateMapper:
                         events += self.flush()
                     events.append(TextDelta(content.text, agent))
             elif kind == "function_call":
+                self._calls_in_turn = True
                 self._add_call_fragment(content, agent)
             elif kind == "function_result":
+                self._calls_in_turn = False  # the model call that made it is over
                 events += self.flush()
                 result = self._result(content, agent)
                 if result is not None:
@@ -114,7 +117,9 @@ class UpdateMapper:
         finish_reason = getattr(update, "finish_reason", None)
         if finish_reason:
             events += self.flush()
-            if finish_reason == "length":
+            if finish_reason == "length" and not self._calls_in_turn:
+                # The answer's text is cut. (A tool call cut there fails like any
+                # malformed call, and the model goes on to answer.)
                 self.finish_reason = "length"
             elif finish_reason == "content_filter":
                 # Imported here, not at the top: errors.py classifies exceptions this
@@ -123,6 +128,7 @@ class UpdateMapper:
 
                 logger.warning("the model service's content filter stopped %s's answer", agent)
                 events.append(Error(CONTENT_FILTERED_ANSWER.code, CONTENT_FILTERED_ANSWER.message))
+            self._calls_in_turn = False
         return events
 
     def flush(self) -> list[StreamEvent]:
@@ -142,8 +148,8 @@ class UpdateMapper:
         return events
 
     def done(self, provider: str, model: str) -> Done:
-        """``done`` for the run; ``finish_reason`` is ``"length"`` when any of
-        its model calls stopped at the length limit, else ``"stop"``."""
+        """``done`` for the run; ``finish_reason`` is ``"length"`` when the
+        length limit cut an answer's text somewhere in the run, else ``"stop"``."""
         if "input_tokens" in self.usage or "output_tokens" in self.usage:
             # Some services leave the total out of some chunks: derive it.
             self.usage["total_tokens"] = self.usage.get("input_tokens", 0) + self.usage.get("output_tokens", 0)

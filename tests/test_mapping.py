@@ -146,6 +146,9 @@ def test_content_filter_finish_is_an_error_and_length_is_kept_for_done() -> None
     mapper = UpdateMapper()
     assert mapper.feed(update(Content.from_text("Part")), "a") == [TextDelta("Part", "a")]
     assert mapper.done("p", "m").finish_reason == "stop"
+    mapper.feed(update(call("c", arguments='{"loc'), finish_reason="length"), "a")
+    assert mapper.done("p", "m").finish_reason == "stop", "a cut tool call fails; the answer is not cut"
+    mapper.feed(update(Content.from_text("More")), "a")
     mapper.feed(update(finish_reason="length"), "a")
     assert mapper.done("p", "m").finish_reason == "length"
     (error,) = mapper.feed(update(finish_reason="content_filter"), "a")

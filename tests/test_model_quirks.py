@@ -298,7 +298,7 @@ def test_arguments_cut_mid_json_are_shown_raw_and_the_call_fails(
     (result,) = [e.data for e in events if e.event == "tool_result"]
     assert call["arguments"] == '{"location": "Par'
     assert result["call_id"] == call["call_id"] and result["is_error"] is True
-    ends_done(events, "length" if finish_reason == "length" else "stop")
+    ends_done(events)  # the answer itself ("Sorry.") is whole
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
