@@ -386,7 +386,8 @@ Responder: TypeAlias = Callable[[RecordedRequest], "ScriptedResponse | Awaitable
 
 @dataclass(frozen=True)
 class ToolCall:
-    """A tool call the fake model makes. ``arguments`` is a JSON object or an already-encoded string."""
+    """A tool call the fake model makes. ``arguments`` is a JSON object or an already-encoded string
+    (a cut one plays arguments cut mid-JSON); ``id``, when set (``""`` included), is sent as given."""
 
     name: str
     arguments: Mapping[str, Any] | str = field(default_factory=dict)
@@ -480,6 +481,7 @@ class Completion(ScriptedResponse):
     ``finish_reason``, a usage chunk with empty ``choices`` when the client asked for
     ``stream_options.include_usage``, and ``[DONE]``. ``delay`` (default: ``fake.chunk_delay``) is
     slept before every chunk. Non-streaming requests get the equivalent ``chat.completion`` object.
+    ``quirks`` plays what another server does differently (see :class:`Quirks`).
     """
 
     content: tuple[str, ...] = ()
