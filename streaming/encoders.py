@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from streaming.events import Error, StreamEvent, TextDelta
+from streaming.events import Done, Error, StreamEvent, TextDelta
 
 
 def _json(data: Any) -> str:
@@ -54,7 +54,8 @@ class NDJSONEncoder(Encoder):
 
 class TextEncoder(Encoder):
     """The answer's text alone, for ``curl -N``. A blank line separates two
-    agents' text; an error ends the text with a line ``[error] ...``."""
+    agents' text; an error ends the text with a line ``[error] ...``, an
+    answer cut at the length limit with a line saying so."""
 
     media_type = "text/plain; charset=utf-8"
 
@@ -68,6 +69,8 @@ class TextEncoder(Encoder):
             return (prefix + event.text).encode()
         if isinstance(event, Error):
             return f"\n[error] {event.code}: {event.message}\n".encode()
+        if isinstance(event, Done) and event.finish_reason == "length":
+            return b"\n[cut short: the model reached its length limit]\n"
         if event.terminal:
             return b"\n"
         return b""

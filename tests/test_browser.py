@@ -488,3 +488,45 @@ def test_usable_at_phone_width_and_labelled(offline_app: AppServer, open_chat, c
     assert (sum(dark) < 150) == (color_scheme == "dark"), background
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / f"chat-phone-{color_scheme}.png"))
+
+
+# (g) ------------------------------------------------------------------------
+
+
+def test_cut_and_filtered_answers_say_why(open_chat) -> None:
+    """Over Azure OpenAI (the fake, in Azure's shapes): an answer cut at the
+    length limit is marked as cut; one the content filter stopped, or a
+    prompt it refused, shows the filter's error."""
+    from tests.fake_openai import FakeOpenAI, content_filter_error, text_response
+
+    with FakeOpenAI(api_key="browser-key") as fake:
+        values = {
+            "AZURE_OPENAI_ENDPOINT": fake.azure_endpoint,
+            "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME": "chat",
+            "AZURE_OPENAI_API_KEY": "browser-key",
+            "MODEL_MAX_RETRIES": "0",
+        }
+        with AppServer(values) as app:
+            page = open_chat(app)
+            fake.enqueue(text_response(["Seattle:", " light", " rain,"], finish_reason="length"))
+            ask(page, "Weather in Seattle?")
+            expect(page.get_by_test_id("cut-notice")).to_have_text(
+                "Cut short: the model reached its length limit, so part of this answer is missing."
+            )
+            expect(page.get_by_test_id("agent-text")).to_have_text("Seattle: light rain,")
+
+            box = page.get_by_role("textbox", name="Message")
+            fake.enqueue(text_response(["The", " answer"], finish_reason="content_filter"))
+            box.fill("Tell me more")
+            box.press("Enter")
+            alert = page.get_by_role("alert")
+            expect(alert).to_have_attribute("data-code", "content_filtered", timeout=WAIT_MS)
+            expect(alert).to_contain_text("content filter blocked the rest of the answer")
+            expect(page.get_by_test_id("turn").nth(1).get_by_test_id("agent-text")).to_have_text("The answer")
+
+            fake.enqueue(content_filter_error())
+            box.fill("And again")
+            box.press("Enter")
+            expect(page.get_by_role("alert")).to_have_count(2, timeout=WAIT_MS)
+            expect(page.get_by_role("alert").nth(1)).to_contain_text("content filter blocked this request")
+            expect(page.get_by_test_id("cut-notice")).to_have_count(1)
