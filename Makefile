@@ -16,7 +16,7 @@ help:
 	@echo "make lint | lock | load | soak | bench | memcheck | clean"
 
 $(PY):
-	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert (3, 10) <= v <= (3, 13), f"Python 3.10-3.13 needed, found {v}"'
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert (3, 11) <= v <= (3, 13), f"Python 3.11-3.13 needed, found {v}"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
@@ -64,11 +64,11 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Re-pin every package (Python 3.10 to 3.13) after editing a *.in file.
+# Re-pin every package (Python 3.11 to 3.13) after editing a *.in file.
 lock: $(VENV)/.dev
 	$(PY) -m pip install --quiet uv
-	$(PY) -m uv pip compile --universal --python-version 3.10 -q requirements.in -o requirements.txt
-	$(PY) -m uv pip compile --universal --python-version 3.10 -q requirements-dev.in -o requirements-dev.txt
+	$(PY) -m uv pip compile --universal --python-version 3.11 -q requirements.in -o requirements.txt
+	$(PY) -m uv pip compile --universal --python-version 3.11 -q requirements-dev.in -o requirements-dev.txt
 
 load: $(VENV)/.dev
 	$(PY) -m bench.load

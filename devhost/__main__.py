@@ -4,6 +4,7 @@ http://localhost:7071 with real streaming, like ``func start``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import uvicorn
 
-from devhost.app import ROOT, create_app
+from devhost.app import ROOT, RedactQuery, create_app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,14 +27,20 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(ROOT))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app, served = create_app(settings_file=args.settings)
+    app, served = create_app(settings_file=args.settings, bound=args.host)
     shown = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
     print("\nFunctions:\n", flush=True)
     for fn, path in served:
         print(f"\t{fn.name}: [{','.join(fn.methods)}] http://{shown}:{args.port}{path}", flush=True)
     print(flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), timeout_graceful_shutdown=5)
-    return 0
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level.lower(), timeout_graceful_shutdown=5
+    )  # configures logging: the filter goes on after it
+    logging.getLogger("uvicorn.access").addFilter(RedactQuery())
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else 3  # uvicorn's own exit code for a failed start
 
 
 if __name__ == "__main__":

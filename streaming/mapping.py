@@ -10,7 +10,10 @@ Both runners (agent and workflow) feed :class:`UpdateMapper` the
   or its result arrives;
 * emits tool results, flagging failed ones;
 * sums token usage across the model calls of a run and remembers the model
-  name the service reported.
+  name the service reported;
+* counts the text a run streams and raises :class:`OutputTooLong` past
+  ``max_output_chars`` (the framework keeps every update of a run in
+  memory, so a model that never stops would grow the process without end).
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ def _maybe_json(value: Any) -> Any:
     return value
 
 
+class OutputTooLong(Exception):
+    """The run streamed more text than ``MAX_RUN_OUTPUT_CHARS`` allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the run passed {limit} characters of output")
+        self.limit = limit
+
+
 @dataclass
 class _PendingCall:
     agent: str
@@ -54,6 +65,8 @@ class UpdateMapper:
     tool_names: dict[str, str] = field(default_factory=dict)
     usage: dict[str, int] = field(default_factory=dict)
     model: str | None = None
+    max_output_chars: int | None = None
+    output_chars: int = 0
     _last_call_id: str | None = None
 
     def feed(self, update: Any, agent: str) -> list[StreamEvent]:
@@ -65,6 +78,9 @@ class UpdateMapper:
             kind = content.type
             if kind == "text":
                 if content.text:
+                    self.output_chars += len(content.text)
+                    if self.max_output_chars is not None and self.output_chars > self.max_output_chars:
+                        raise OutputTooLong(self.max_output_chars)
                     events += self.flush()
                     events.append(TextDelta(content.text, agent))
             elif kind == "function_call":
