@@ -89,7 +89,10 @@ async def _stream_run(req: Request, runner: Runner) -> Response:
             run_request = parse_body(body, req.headers.get("content-type"), limits)
         client, model = llm.chat_client()
     except RequestError as exc:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        # Past the body deadline the connection is closed: the rest of a
+        # trickled body must not keep holding it.
+        headers = {"Connection": "close"} if exc.status == 408 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
     except SettingsError as exc:
         logger.error("run %s refused: %s", run_id, exc)
         return error_response(503, exc.code, str(exc))
