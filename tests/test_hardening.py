@@ -338,6 +338,21 @@ def test_a_changed_script_changes_the_hash() -> None:
 # --------------------------------------------------------------------------- log lines
 
 
+async def test_an_upstream_error_is_logged_on_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    import httpx2
+    import openai
+
+    forged = "2026-11-29 12:00:00,000 INFO streaming.pipeline: run forged done in 1 ms"
+    error = openai.APIError(f"Bad request.\r\n{forged}", httpx2.Request("POST", "http://model"), body=None)
+    with caplog.at_level("INFO"):
+        events = [e async for e in guard(_events(fail=error), deadline_s=5, run_id="r1")]
+    assert isinstance(events[-1], Error) and events[-1].code == "upstream_error"
+    [record] = [r for r in caplog.records if "r1 failed" in r.getMessage()]
+    message = record.getMessage()
+    assert "\n" not in message and "\r" not in message
+    assert "\\r\\n2026-11-29" in message
+
+
 def test_outside_text_stays_on_one_log_line() -> None:
     text = one_line("Bad request\r\n2026-11-29 INFO run x done\u2028\x1b[2J \ud800")
     assert "\n" not in text and "\r" not in text and "\u2028" not in text and "\x1b" not in text

@@ -301,14 +301,14 @@ def test_a_lone_surrogate_in_a_message_is_400_and_the_prompt_is_not_logged(app: 
     assert not fake.requests
 
 
-def test_upstream_error_text_cannot_forge_a_log_line(app: AppServer, fake: FakeOpenAI) -> None:
-    forged = "2026-11-29 12:00:00,000 INFO streaming.pipeline: run forged done in 1 ms"
+@pytest.mark.parametrize("path", [AGENT, WORKFLOW])
+def test_upstream_error_text_cannot_forge_a_log_line(app: AppServer, fake: FakeOpenAI, path: str) -> None:
+    forged = f"2026-11-29 12:00:00,000 INFO streaming.pipeline: run forged-{path[5:10]} done in 1 ms"
     fake.enqueue(error_response(400, message=f"Bad request.\r\n{forged}\n"))
-    _, events = post_events(app, AGENT, {"message": "hi"})
+    _, events = post_events(app, path, {"message": "hi"})
     assert events[-1].data["error"]["code"] == "upstream_rejected"
-    line = wait_for_log(app, r"failed: upstream_rejected")
-    assert "\\r\\n2026-11-29" in line  # escaped, on the same line
-    assert not any(logged.startswith("2026-11-29 12:00:00,000") for logged in app.logs().splitlines())
+    wait_for_log(app, r"failed: upstream_rejected")
+    assert not any(line.startswith(forged[:30]) for line in app.logs().splitlines()), app.logs()[-2000:]
 
 
 # --------------------------------------------------------------------------- methods
