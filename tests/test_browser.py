@@ -3,8 +3,10 @@ on the local host with the offline model. Everything stays on 127.0.0.1."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -474,3 +476,86 @@ def test_usable_at_phone_width_and_labelled(offline_app: AppServer, open_chat, c
     assert (sum(dark) < 150) == (color_scheme == "dark"), background
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / f"chat-phone-{color_scheme}.png"))
+
+
+# (h) security headers --------------------------------------------------------
+
+
+@pytest.fixture
+def other_site() -> Iterator[str]:
+    """Another origin on loopback (its own port): a page with nothing but a
+    ``<body>``, for framing tests. Loopback, so Chromium's local-network
+    rules do not block the frame before the app's policy is even read."""
+
+    class Blank(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<!doctype html><title>another site</title><body></body>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Blank)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_page_refuses_to_be_framed_by_another_site(
+    offline_app: AppServer, browser: Browser, other_site: str
+) -> None:
+    """``frame-ancestors 'none'``: a page on another origin cannot show the
+    chat in a frame (and trick a user into typing into it)."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(other_site)
+        page.evaluate(
+            """(src) => new Promise((resolve) => {
+                const frame = document.createElement("iframe");
+                frame.id = "chat";
+                frame.onload = resolve;  // fires for the page and for the error page alike
+                frame.src = src;
+                document.body.append(frame);
+            })""",
+            f"{offline_app.url}/api/chat",
+        )
+        assert page.frame_locator("#chat").locator("#conversation").count() == 0
+    finally:
+        context.close()
+
+
+def test_the_page_works_under_its_policy_and_refuses_injected_script(offline_app: AppServer, browser: Browser) -> None:
+    """The page's own script runs (allowed by its hash); an inline script that
+    is not the page's does not."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{offline_app.url}/api/chat")
+        expect(page.get_by_role("textbox", name="Message")).to_be_focused()
+        ask(page, "Weather in Oslo?")
+        assert "Oslo" in agent_texts(page)["weather"]
+        ran = page.evaluate(
+            """() => new Promise((resolve) => {
+                window.__injected = false;
+                document.addEventListener("securitypolicyviolation", () => resolve(window.__injected), { once: true });
+                const script = document.createElement("script");
+                script.textContent = "window.__injected = true";
+                document.body.append(script);
+                setTimeout(() => resolve(window.__injected), 2000);
+            })"""
+        )
+        assert ran is False
+        assert not errors, errors
+    finally:
+        context.close()
