@@ -98,7 +98,8 @@ async def _stream_run(req: Request, runner: Runner) -> Response:
         return error_response(503, exc.code, str(exc))
     slot = RUN_SLOTS.try_acquire(caps.max_concurrent_runs)
     if slot is None:
-        logger.warning("run %s refused: %d runs already in progress", run_id, caps.max_concurrent_runs)
+        # INFO, not WARNING: a flood of refused requests must not flood alerts.
+        logger.info("run %s refused: %d runs already in progress", run_id, caps.max_concurrent_runs)
         response = error_response(
             429, "too_many_runs", "This instance is running as many streams as it allows. Try again shortly."
         )
