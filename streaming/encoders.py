@@ -18,7 +18,6 @@ from streaming.events import Error, StreamEvent, TextDelta
 # U+2029 and U+0085, so a client would read half an event (and could be fed
 # a forged one). json.dumps already escapes every C0 control.
 _LINE_BREAKS = {0x2028: "\\u2028", 0x2029: "\\u2029", 0x85: "\\u0085"}
-_HAS_LINE_BREAK = re.compile("[\u2028\u2029\x85]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # What a terminal would act on in plain text: escape sequences (CSI, OSC
 # and the other two-byte ones) and every C0/C1 control except \n and \t.
@@ -30,9 +29,15 @@ _TERMINAL_CONTROL = re.compile(
 )
 
 
+# Built once: json.dumps with options builds a new encoder on every call.
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _json(data: Any) -> str:
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    if _HAS_LINE_BREAK.search(text):
+    text = _dumps(data)
+    # Three substring scans cost less than one regex search, and the
+    # translate runs only when one of them is there.
+    if "\u2028" in text or "\u2029" in text or "\x85" in text:
         text = text.translate(_LINE_BREAKS)
     return text
 
