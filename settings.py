@@ -9,6 +9,7 @@ stop the Functions host from indexing the app. Bad values raise
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -54,6 +55,10 @@ NUMBERS: dict[str, Number] = {
     "MAX_MESSAGE_CHARS": Number(8000, minimum=1, maximum=1_000_000),
     "MAX_BODY_BYTES": Number(256 * 1024, minimum=1024, maximum=10 * 1024 * 1024),
     "MAX_HISTORY_MESSAGES": Number(40, minimum=0, maximum=1000),
+    "MAX_OUTPUT_TOKENS": Number(4096, minimum=1, maximum=1_000_000),
+    "MAX_RUN_OUTPUT_CHARS": Number(100_000, minimum=1, maximum=100_000_000),
+    "MAX_CONCURRENT_RUNS": Number(64, minimum=1, maximum=100_000),
+    "BODY_READ_TIMEOUT_SECONDS": Number(10, minimum=0.1, maximum=600),
 }
 
 
@@ -195,3 +200,57 @@ def stream_settings(env: Mapping[str, str] | None = None) -> StreamSettings:
         deadline_s=_number(env, "RUN_DEADLINE_SECONDS"),
         send_timeout_s=_number(env, "SEND_TIMEOUT_SECONDS"),
     )
+
+
+# --- Hardening: output caps, concurrency, body deadline, local host names ---
+
+
+@dataclass(frozen=True, slots=True)
+class RunLimits:
+    """What one run, and one worker process, may take.
+
+    ``max_output_tokens`` goes to the model as its output-token limit on
+    every call; ``max_run_output_chars`` caps the text a run streams (the
+    framework keeps every update of a run in memory until it ends);
+    ``max_concurrent_runs`` caps the runs one worker process holds at once;
+    ``body_read_timeout_s`` bounds reading a request body.
+    """
+
+    max_output_tokens: int = 4096
+    max_run_output_chars: int = 100_000
+    max_concurrent_runs: int = 64
+    body_read_timeout_s: float = 10.0
+
+
+def run_limits(env: Mapping[str, str] | None = None) -> RunLimits:
+    env = os.environ if env is None else env
+    return RunLimits(
+        max_output_tokens=int(_number(env, "MAX_OUTPUT_TOKENS")),
+        max_run_output_chars=int(_number(env, "MAX_RUN_OUTPUT_CHARS")),
+        max_concurrent_runs=int(_number(env, "MAX_CONCURRENT_RUNS")),
+        body_read_timeout_s=_number(env, "BODY_READ_TIMEOUT_SECONDS"),
+    )
+
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def allowed_hosts(env: Mapping[str, str] | None = None, *, bound: str | None = None) -> frozenset[str]:
+    """Host names the local host answers to: loopback names, the address
+    it is bound to, and ``ALLOWED_HOSTS`` (comma-separated; ``*`` allows
+    any). Compared without the port and case-insensitively."""
+    env = os.environ if env is None else env
+    names = {*LOCAL_HOSTS}
+    if bound and bound not in ("0.0.0.0", "::"):
+        names.add(bound)
+    for raw in (_get(env, "ALLOWED_HOSTS") or "").split(","):
+        name = raw.strip().lower()
+        if not name:
+            continue
+        if name != "*" and not _HOST_NAME.fullmatch(name):
+            raise SettingsError("Setting ALLOWED_HOSTS must be a comma-separated list of host names (or *).")
+        names.add(name.strip("[]"))
+    return frozenset(n.lower() for n in names)
+
+
+_HOST_NAME = re.compile(r"\[?[0-9a-z.:-]{1,253}\]?")

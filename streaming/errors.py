@@ -15,6 +15,7 @@ import openai
 from agent_framework.exceptions import ChatClientException
 
 from settings import SettingsError
+from streaming.mapping import OutputTooLong
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,10 @@ def _is_unreadable_model_response(exc: BaseException) -> bool:
 def classify(exc: BaseException) -> ErrorInfo:
     """Map an exception raised during a run to what the client sees."""
     for err in _chain(exc):
+        if isinstance(err, OutputTooLong):
+            return ErrorInfo(
+                502, "output_too_long", f"The answer passed this app's limit of {err.limit} characters for one run."
+            )
         if isinstance(err, SettingsError):
             return ErrorInfo(503, err.code, str(err))
         if _is_credential_error(err):

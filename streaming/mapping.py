@@ -13,7 +13,10 @@ Both runners (agent and workflow) feed :class:`UpdateMapper` the
 * says why an answer stopped early: the content filter ends the run with an
   ``error``; an answer the length limit cut is remembered for ``done``;
 * sums token usage across the model calls of a run and remembers the model
-  name the service reported.
+  name the service reported;
+* counts the text a run streams and raises :class:`OutputTooLong` past
+  ``max_output_chars`` (the framework keeps every update of a run in
+  memory, so a model that never stops would grow the process without end).
 
 Tool-call ids. Servers do not all keep OpenAI's promise of a fresh id per
 call: some number calls per response (``call_0`` at every step), some send
@@ -62,6 +65,14 @@ def _maybe_json(value: Any) -> Any:
     return value
 
 
+class OutputTooLong(Exception):
+    """The run streamed more text than ``MAX_RUN_OUTPUT_CHARS`` allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the run passed {limit} characters of output")
+        self.limit = limit
+
+
 @dataclass
 class _Call:
     agent: str
@@ -78,6 +89,8 @@ class UpdateMapper:
 
     usage: dict[str, int] = field(default_factory=dict)
     model: str | None = None
+    max_output_chars: int | None = None
+    output_chars: int = 0
     finish_reason: str = "stop"
     _pending: dict[_Key, _Call] = field(default_factory=dict)  # being assembled, not emitted yet
     _waiting: dict[_Key, _Call] = field(default_factory=dict)  # emitted, waiting for their result
@@ -97,6 +110,9 @@ class UpdateMapper:
             kind = content.type
             if kind == "text":
                 if content.text:
+                    self.output_chars += len(content.text)
+                    if self.max_output_chars is not None and self.output_chars > self.max_output_chars:
+                        raise OutputTooLong(self.max_output_chars)
                     if self._pending:
                         events += self.flush()
                     events.append(TextDelta(content.text, agent))

@@ -59,7 +59,9 @@ async def call(
     send_hook: Callable[[dict[str, Any]], Any] | None = None,
 ) -> Reply:
     """One request through ``app`` as an ASGI server makes it."""
-    headers = {"content-length": str(len(body)), **(headers or {})} if method == "POST" else dict(headers or {})
+    headers = {"host": "127.0.0.1:7071", **(headers or {})}  # every HTTP/1.1 request names its host
+    if method == "POST":
+        headers = {"content-length": str(len(body)), **headers}
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
