@@ -18,7 +18,7 @@ from azurefunctions.extensions.http.fastapi import HTMLResponse, JSONResponse, R
 
 import llm
 from settings import SettingsError
-from streaming.http import stream_run
+from streaming.http import resume_run, stream_run
 from streaming.runners import run_agent, run_workflow
 
 CHAT_PAGE = Path(__file__).parent / "web" / "chat.html"
@@ -72,3 +72,10 @@ async def chat_page(req: Request) -> HTMLResponse:
 @functools.cache
 def _chat_html() -> str:
     return CHAT_PAGE.read_text(encoding="utf-8")
+
+
+@app.route(route="runs/{token}/stream", methods=["GET"], auth_level=STREAM_AUTH_LEVEL)
+async def resume_stream(req: Request) -> StreamingResponse:
+    """A run again, from after the event id in ``Last-Event-ID`` or ``?after=``
+    (see the README's event contract)."""
+    return await resume_run(req, req.path_params.get("token") or req.url.path.rstrip("/").split("/")[-2])

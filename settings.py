@@ -161,3 +161,45 @@ def stream_settings(env: Mapping[str, str] | None = None) -> StreamSettings:
         deadline_s=_number(env, "RUN_DEADLINE_SECONDS", 210, minimum=0.1, maximum=3600),
         send_timeout_s=_number(env, "SEND_TIMEOUT_SECONDS", 30, minimum=0.1, maximum=600),
     )
+
+
+# ---------------------------------------------------------------------------- the run log and resuming
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeSettings:
+    """How events reach readers and how long runs can be resumed.
+
+    ``store_url`` empty: runs live in this process's memory; ``redis://``
+    or ``rediss://``: in Redis, shared by every instance."""
+
+    coalesce_s: float = 0.0
+    window_s: float = 30.0
+    retention_s: float = 300.0
+    max_runs: int = 1000
+    max_run_bytes: int = 4 << 20
+    store_url: str = ""
+
+    def __repr__(self) -> str:  # the URL may hold a password
+        return f"ResumeSettings(window_s={self.window_s}, retention_s={self.retention_s}, store={self.store_kind})"
+
+    @property
+    def store_kind(self) -> str:
+        return self.store_url.split("://", 1)[0] if self.store_url else "memory"
+
+
+def resume_settings(env: Mapping[str, str] | None = None) -> ResumeSettings:
+    env = os.environ if env is None else env
+    url = _get(env, "STREAM_STORE_URL") or ""
+    if url.lower() == "memory":
+        url = ""
+    if url and url.split("://", 1)[0].lower() not in ("redis", "rediss"):
+        raise SettingsError("Setting STREAM_STORE_URL must be empty, 'memory', or a redis:// or rediss:// URL.")
+    return ResumeSettings(
+        coalesce_s=_number(env, "COALESCE_MS", 0, minimum=0, maximum=2) / 1000,
+        window_s=_number(env, "RESUME_WINDOW_SECONDS", 30, minimum=0, maximum=3600),
+        retention_s=_number(env, "RESUME_RETENTION_SECONDS", 300, minimum=0, maximum=86400),
+        max_runs=int(_number(env, "RESUME_MAX_RUNS", 1000, minimum=1, maximum=1_000_000)),
+        max_run_bytes=int(_number(env, "RESUME_MAX_RUN_BYTES", 4 << 20, minimum=64 * 1024, maximum=1 << 30)),
+        store_url=url,
+    )

@@ -162,6 +162,50 @@ async def timed(make: Callable[[], Any], send_factory: Callable[[], NoopSend], s
             return 1e6 * elapsed / n, writes / n
 
 
+async def latency(coalesce_ms: float, gap_s: float) -> dict[str, float]:
+    """One run whose events are ``gap_s`` apart (``asyncio.sleep``): how
+    long each event waits between the run emitting it and its bytes going to
+    ``send`` (the first one's wait is what COALESCE_MS adds to time to first
+    byte), and writes per event."""
+    produced: list[float] = []
+    sent: list[float] = []
+
+    async def paced() -> AsyncIterator[StreamEvent]:
+        for event in EVENTS:
+            await asyncio.sleep(gap_s)
+            produced.append(time.perf_counter())
+            yield event
+
+    async def send(message: dict[str, Any]) -> None:
+        body = message.get("body", b"")
+        if body:
+            sent.extend([time.perf_counter()] * body.count(b"\n\n"))
+
+    run_factory = getattr(pipeline, "drive", None)
+    if run_factory is None:
+        response = EventStreamResponse(pipeline.guard(paced(), deadline_s=600, run_id="b"), encoder=SSEEncoder())
+    else:
+        from streaming.runlog import Run
+
+        run = Run(run_id="bench", window_s=0)
+        run.producer = lambda emit: pipeline.drive(paced(), emit, deadline_s=600, run_id="bench")
+        response = EventStreamResponse(run, encoder=SSEEncoder(), coalesce_s=coalesce_ms / 1000)
+    writes = NoopSend()
+
+    async def counting_send(message: dict[str, Any]) -> None:
+        await writes(message)
+        await send(message)
+
+    await response(SCOPE, never, counting_send)
+    waits = sorted(1e3 * (s - p) for p, s in zip(produced, sent, strict=True))
+    return {
+        "first_ms": round(1e3 * (sent[0] - produced[0]), 3),
+        "p50_ms": round(waits[len(waits) // 2], 3),
+        "p99_ms": round(waits[int(len(waits) * 0.99)], 3),
+        "writes_per_event": round(writes.writes / len(EVENTS), 3),
+    }
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     drain = Drain()
     senders: dict[str, Callable[[], NoopSend]] = {"noop": NoopSend, "h11+socket": lambda: H11Send(drain)}
@@ -199,7 +243,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=0.25)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--coalesce-ms", type=float, nargs="*", default=[0.0])
+    parser.add_argument("--latency", action="store_true", help="also: added wait per event at 0.2 ms and 5 ms gaps")
     args = parser.parse_args(argv)
+    if args.latency:
+        print(f"{'gap':>8}{'COALESCE_MS':>13}{'first ms':>10}{'p50 ms':>9}{'p99 ms':>9}{'writes/event':>14}")
+        for gap in (0.0002, 0.005):
+            for coalesce in args.coalesce_ms:
+                rows = [asyncio.run(latency(coalesce, gap)) for _ in range(args.rounds)]
+                med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+                print(
+                    f"{gap * 1000:>6g}ms{coalesce:>13g}{med['first_ms']:>10.3f}{med['p50_ms']:>9.3f}"
+                    f"{med['p99_ms']:>9.3f}{med['writes_per_event']:>14.3f}"
+                )
     result = asyncio.run(main_async(args))
     width = max(len(k) for k in result) + 2
     print(f"{'':<{width}}{'µs/event':>10}{'min-max':>16}{'writes/event':>14}{'× plain':>9}")

@@ -1,9 +1,14 @@
-"""The one HTTP handler both stream triggers share.
+"""The HTTP handlers the stream triggers share.
 
-request -> validated :class:`RunRequest` -> runner -> :func:`guard` ->
-encoder chosen from ``Accept`` -> :class:`EventStreamResponse`.
-Bad input answers 4xx JSON; a missing model configuration answers 503
-JSON before any byte of a stream is sent.
+request -> validated :class:`RunRequest` -> a run (its own task: runner ->
+:func:`drive` -> run log) -> :class:`EventStreamResponse` reading the log,
+encoder chosen from ``Accept``. Bad input answers 4xx JSON; a missing model
+configuration answers 503 JSON before any byte of a stream is sent.
+
+:func:`resume_run` serves a run again from an event id (``Last-Event-ID``
+on a GET to the stream endpoint, or ``GET /api/runs/{token}/stream`` with
+that header or ``?after=``): every event after it, then the live tail.
+An id at or past the run's terminal event, unknown or expired, gets 204.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import uuid
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
 import llm
-from settings import SettingsError, stream_settings
+from settings import SettingsError, resume_settings, stream_settings
 from streaming.encoders import choose_encoder
-from streaming.pipeline import guard
+from streaming.pipeline import drive
 from streaming.request import RequestError, parse_body, parse_query, read_body
 from streaming.response import EventStreamResponse
+from streaming.runlog import RunStore, StoreUnavailable, parse_event_id, run_store
 from streaming.runners import Runner
 
 logger = logging.getLogger(__name__)
@@ -53,19 +59,20 @@ async def stream_run(req: Request, runner: Runner) -> Response:
 
 async def _stream_run(req: Request, runner: Runner) -> Response:
     if req.method == "GET" and "last-event-id" in req.headers:
-        # A browser's EventSource reconnecting after a stream ended. Runs are
-        # stateless and not resumable: 204 tells it to stop for good instead
-        # of running (and paying for) the agent again.
-        return Response(status_code=204)
+        # A browser's EventSource reconnecting: resume the run it was reading,
+        # never run (and pay for) the agent again. 204 stops it for good.
+        return await _resume(req, req.headers["last-event-id"], token=None, strict=False)
     run_id = run_id_of(req)
     try:
         limits = stream_settings()
+        resume = resume_settings()
         if req.method == "GET":
             run_request = parse_query(req.query_params, limits)
         else:
             body = await read_body(req.stream(), req.headers.get("content-length"), limits)
             run_request = parse_body(body, req.headers.get("content-type"), limits)
         client, model = llm.chat_client()
+        store = run_store(resume)
     except RequestError as exc:
         return JSONResponse(exc.body(), status_code=exc.status)
     except SettingsError as exc:
@@ -79,12 +86,72 @@ async def _stream_run(req: Request, runner: Runner) -> Response:
         model.provider,
         len(run_request.history),
     )
-    events = guard(runner(run_request, client, model), deadline_s=limits.deadline_s, run_id=run_id)
+
+    async def produce(emit):  # type: ignore[no-untyped-def]
+        await drive(runner(run_request, client, model), emit, deadline_s=limits.deadline_s, run_id=run_id)
+
+    try:
+        run = await store.start_run(run_id=run_id, window_s=resume.window_s, producer=produce)
+    except StoreUnavailable as exc:
+        logger.error("run %s refused: the run store is unavailable (%s)", run_id, exc)
+        return error_response(503, "store_unavailable", "The stream store (STREAM_STORE_URL) cannot be reached.")
     return EventStreamResponse(
-        events,
+        run,
         encoder=choose_encoder(req.headers.get("accept")),
         heartbeat_s=limits.heartbeat_s,
         send_timeout_s=limits.send_timeout_s,
+        coalesce_s=resume.coalesce_s,
         run_id=run_id,
-        headers={"X-Run-Id": run_id},
+        headers={"X-Run-Id": run_id, "X-Run-Token": run.token},
+    )
+
+
+async def resume_run(req: Request, token: str) -> Response:
+    """``GET /api/runs/{token}/stream`` (``Last-Event-ID`` or ``?after=``;
+    neither: from the start)."""
+    try:
+        cursor = req.headers.get("last-event-id") or req.query_params.get("after") or f"{token}:0"
+        return await _resume(req, cursor, token=token, strict=True)
+    except Exception:
+        logger.exception("request to %s failed before streaming", req.url.path)
+        return error_response(500, "internal_error", "The request failed unexpectedly.")
+
+
+async def _resume(req: Request, cursor: str, *, token: str | None, strict: bool) -> Response:
+    """Serve run ``cursor``'s token from after its sequence number.
+    ``strict`` (the runs route): a malformed id or one of another run is a
+    400; on the stream endpoints it is 204, as for any id we do not know."""
+    parsed = parse_event_id(cursor)
+    if parsed is None or (token is not None and parsed[0] != token):
+        if strict:
+            return error_response(
+                400, "invalid_event_id", "The event id must be one this run sent, like '<run token>:<n>'."
+            )
+        return Response(status_code=204)
+    token, after = parsed
+    try:
+        limits = stream_settings()
+        resume = resume_settings()
+        store: RunStore = run_store(resume)
+    except SettingsError as exc:
+        logger.error("resume refused: %s", exc)
+        return error_response(503, exc.code, str(exc))
+    try:
+        run = await store.open_run(token)
+    except StoreUnavailable as exc:
+        logger.error("resume refused: the run store is unavailable (%s)", exc)
+        return error_response(503, "store_unavailable", "The stream store (STREAM_STORE_URL) cannot be reached.")
+    ended_by = run.terminal_seq if run is not None and run.terminal_seq is not None else None
+    if run is None or after < run.base or after > run.last_seq or (ended_by is not None and after >= ended_by):
+        return Response(status_code=204)  # unknown, expired, or nothing after it: EventSource stops for good
+    logger.info("run %s: resumed after event %d (%s)", run.run_id, after, req.url.path)
+    return EventStreamResponse(
+        run,
+        after=after,
+        encoder=choose_encoder(req.headers.get("accept")),
+        heartbeat_s=limits.heartbeat_s,
+        send_timeout_s=limits.send_timeout_s,
+        coalesce_s=resume.coalesce_s,
+        run_id=run.run_id,
+        headers={"X-Run-Id": run.run_id, "X-Run-Token": run.token},
     )
