@@ -153,6 +153,8 @@ class EventStreamResponse(StreamingResponse):
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         seq = run.base  # encode from the oldest event kept: stateful encoders need what came before `after`
         while True:
+            if seq < run.base:  # a run over its byte cap dropped events this reader had skipped anyway
+                seq = run.base
             start = seq - run.base
             if start < len(run.events):
                 if self.coalesce_s > 0 and not run.ended:

@@ -132,16 +132,21 @@ class Run:
                 waiter.set_result(None)
 
     def _trim(self) -> None:
-        """Over the byte cap: drop the oldest half that every reader has
-        already sent. A resume from before them then gets 204."""
+        """Over the byte cap: drop the oldest events every reader has
+        already sent, down to three quarters of the cap (so this runs
+        rarely). A resume from before them then gets 204."""
         keep_from = min((r.position for r in self.readers), default=self.last_seq)
-        drop = min(keep_from - self.base, len(self.events) // 2)
+        limit = min(keep_from - self.base, len(self.events) - 1)
+        target = self.max_bytes * 3 // 4
+        drop = freed = 0
+        while drop < limit and self.bytes - freed > target:
+            freed += approx_size(self.events[drop])
+            drop += 1
         if drop <= 0:
             return
-        dropped = self.events[:drop]
         del self.events[:drop]
         self.base += drop
-        self.bytes -= sum(approx_size(e) for e in dropped)
+        self.bytes -= freed
         logger.warning(
             "run %s: over %d bytes kept for resuming; dropped its oldest %d events", self.run_id, self.max_bytes, drop
         )
