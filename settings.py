@@ -179,6 +179,7 @@ class ResumeSettings:
     max_runs: int = 1000
     max_run_bytes: int = 4 << 20
     store_url: str = ""
+    lease_s: float = 10.0
 
     def __repr__(self) -> str:  # the URL may hold a password
         return f"ResumeSettings(window_s={self.window_s}, retention_s={self.retention_s}, store={self.store_kind})"
@@ -202,4 +203,5 @@ def resume_settings(env: Mapping[str, str] | None = None) -> ResumeSettings:
         max_runs=int(_number(env, "RESUME_MAX_RUNS", 1000, minimum=1, maximum=1_000_000)),
         max_run_bytes=int(_number(env, "RESUME_MAX_RUN_BYTES", 4 << 20, minimum=64 * 1024, maximum=1 << 30)),
         store_url=url,
+        lease_s=_number(env, "STREAM_LEASE_SECONDS", 10, minimum=1, maximum=300),
     )

@@ -137,7 +137,7 @@ async def _resume(req: Request, cursor: str, *, token: str | None, strict: bool)
         logger.error("resume refused: %s", exc)
         return error_response(503, exc.code, str(exc))
     try:
-        run = await store.open_run(token)
+        run = await store.open_run(token, after)
     except StoreUnavailable as exc:
         logger.error("resume refused: the run store is unavailable (%s)", exc)
         return error_response(503, "store_unavailable", "The stream store (STREAM_STORE_URL) cannot be reached.")

@@ -317,7 +317,7 @@ class RunStore(Protocol):
 
     async def start_run(self, *, run_id: str, window_s: float, producer: Producer) -> Run: ...
 
-    async def open_run(self, token: str) -> Run | None: ...
+    async def open_run(self, token: str, after: int = 0) -> Run | None: ...
 
 
 class MemoryStore:
@@ -330,7 +330,7 @@ class MemoryStore:
     async def start_run(self, *, run_id: str, window_s: float, producer: Producer) -> Run:
         return self.runs.create(run_id=run_id, window_s=window_s, producer=producer)
 
-    async def open_run(self, token: str) -> Run | None:
+    async def open_run(self, token: str, after: int = 0) -> Run | None:
         return self.runs.get(token)
 
 
@@ -354,4 +354,6 @@ def run_store(settings: Any) -> RunStore:
     store.runs.configure(
         retention_s=settings.retention_s, max_runs=settings.max_runs, max_run_bytes=settings.max_run_bytes
     )
+    if key:
+        store.lease_s = settings.lease_s
     return store
