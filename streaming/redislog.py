@@ -52,9 +52,9 @@ logger = logging.getLogger(__name__)
 PREFIX = "sse:"
 BLOCK_MS = 1000  # a tailer's XREAD BLOCK: also how often it checks the lease
 CONNECT_TIMEOUT_S = 3.0
+SOCKET_TIMEOUT_S = 5.0  # longer than BLOCK_MS: a Redis that stops answering is a failure, not a hang
 ENTRA_RECYCLE_S = 30 * 60  # Entra ID tokens last 60-90 minutes
 RUN_TTL_S = 3600  # keys of a running run expire this long after the last write (the deadline is shorter)
-CATCH_UP_S = 2.0  # how long a resume waits for the events its client has seen to reach Redis
 
 
 def _key(token: str, part: str) -> str:
@@ -121,6 +121,7 @@ class RedisStore:
                 self.url,
                 decode_responses=True,
                 socket_connect_timeout=CONNECT_TIMEOUT_S,
+                socket_timeout=SOCKET_TIMEOUT_S,
                 health_check_interval=30,
                 **entra_id_options(self.url),
             )
@@ -142,15 +143,16 @@ class RedisStore:
             self.runs.runs.pop(run.token, None)
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
         publisher = _Publisher(self, run)
+        run.stored(0)
         run.on_append(publisher.poke)
         run.add_cleanup(publisher.poke_end)
         publisher.task = asyncio.get_running_loop().create_task(publisher.main(), name=f"publish {run_id}")
         return run
 
     async def open_run(self, token: str, after: int = 0) -> Run | None:
-        """The run ``token``, holding at least event ``after`` if the run has
-        it: a client can have seen an event (from the running instance)
-        a moment before it reached Redis."""
+        """The run ``token``: local, or a mirror of it from Redis. Clients of
+        the running instance see an event only once Redis has it, so any id
+        a client holds is in Redis."""
         local = self.runs.get(token)
         if local is not None:
             return local
@@ -164,11 +166,6 @@ class RedisStore:
                 return None
             entries = await redis.xrange(_key(token, "events"))
             alive = await redis.exists(_key(token, "lease"))
-            deadline = time.monotonic() + CATCH_UP_S
-            while alive and len(entries) < after and "terminal" not in meta and time.monotonic() < deadline:
-                more = await redis.xread({_key(token, "events"): f"0-{len(entries)}"}, block=100, count=1000)
-                for _, found in more or ():
-                    entries.extend(found)
         except Exception as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
         mirror = Run(run_id=meta.get("run_id", ""), token=token, window_s=0)
@@ -232,7 +229,9 @@ class _Publisher:
                         pipe.expire(events, RUN_TTL_S)
                         pipe.expire(meta, RUN_TTL_S)
                         next_lease = time.monotonic() + refresh
+                    published = self.published
                     results = await pipe.execute() if pipe.command_stack else []
+                run.stored(published)
                 if count_at is not None:
                     run.remote_readers = int(results[count_at])
                 if ended:
@@ -242,6 +241,7 @@ class _Publisher:
         except Exception as exc:
             self.failed = True
             run.remote_readers = 0
+            run.stored(None)  # local readers go on without the store
             logger.error(
                 "run %s: the stream store failed (%s: %s); the run goes on here, but cannot be resumed elsewhere",
                 run.run_id,

@@ -156,11 +156,11 @@ class EventStreamResponse(StreamingResponse):
             if seq < run.base:  # a run over its byte cap dropped events this reader had skipped anyway
                 seq = run.base
             start = seq - run.base
-            if start < len(run.events):
+            if seq < run.readable_seq:
                 if self.coalesce_s > 0 and not run.ended:
                     await asyncio.sleep(self.coalesce_s)  # let tokens arriving right behind share this write
                     start = seq - run.base
-                pending = run.events[start:]
+                pending = run.events[start : run.readable_seq - run.base]
                 chunks = []
                 for event in pending:
                     seq += 1
@@ -173,7 +173,7 @@ class EventStreamResponse(StreamingResponse):
                 if chunks:
                     await self._write(send, b"".join(chunks) if len(chunks) > 1 else chunks[0])
                 continue
-            if run.ended:
+            if run.ended and seq >= run.last_seq:
                 self.complete = True
                 break
             if self._heartbeat_due:

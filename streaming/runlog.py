@@ -95,6 +95,9 @@ class Run:
         self.created = time.monotonic()
         self.finished_at: float | None = None
         self.cut_short = False  # cancelled before its terminal event
+        # With a shared store: readers see events only once stored (so any id
+        # a client holds can be resumed anywhere). None: as soon as appended.
+        self.stored_seq: int | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._window: asyncio.TimerHandle | None = None
         self._cleanups: list[Callable[[], Any]] = []
@@ -105,6 +108,17 @@ class Run:
     @property
     def last_seq(self) -> int:
         return self.base + len(self.events)
+
+    @property
+    def readable_seq(self) -> int:
+        """The last event readers may send."""
+        return self.last_seq if self.stored_seq is None else min(self.stored_seq, self.last_seq)
+
+    def stored(self, seq: int | None) -> None:
+        """The store holds events up to ``seq`` (``None``: the store is gone,
+        readers go on with the log alone)."""
+        self.stored_seq = seq
+        self._wake()
 
     def append(self, event: StreamEvent) -> None:
         """Add ``event`` and wake idle readers. Synchronous: the run never
@@ -214,8 +228,8 @@ class Run:
     # ------------------------------------------------------------------ readers
 
     def subscribe(self, waiter: asyncio.Future[None]) -> None:
-        """Resolve ``waiter`` at the next append or at the end."""
-        if self.ended:
+        """Resolve ``waiter`` at the next append, store or end."""
+        if self.ended and self.readable_seq >= self.last_seq:
             waiter.set_result(None)
         else:
             self._waiters.append(waiter)

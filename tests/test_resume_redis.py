@@ -76,9 +76,14 @@ def offline_values(redis_url: str, **extra: str) -> dict[str, str]:
     }
 
 
+RETENTION_S = 4.0
+
+
 @pytest.fixture(scope="module")
 def pair(redis_server: RedisServer) -> Iterator[tuple[AppServer, AppServer]]:
-    with AppServer(offline_values(redis_server.url)) as one, AppServer(offline_values(redis_server.url)) as two:
+    """Two instances sharing ``redis_server``; finished runs kept 4 s."""
+    values = offline_values(redis_server.url, RESUME_RETENTION_SECONDS=str(RETENTION_S))
+    with AppServer(values) as one, AppServer(values) as two:
         yield one, two
 
 
@@ -140,12 +145,13 @@ def test_finished_unknown_and_bad_ids_on_the_other_instance(pair: tuple[AppServe
         assert [e.event for e in parse_sse(tail.text.split("\n"))] == ["done"]
 
 
-def test_expired_runs_get_204(redis_server: RedisServer) -> None:
-    values = offline_values(redis_server.url, RESUME_RETENTION_SECONDS="1")
-    with AppServer(values) as one, AppServer(values) as two, httpx.Client(timeout=30) as client:
+def test_expired_runs_get_204(pair: tuple[AppServer, AppServer]) -> None:
+    one, two = pair
+    with httpx.Client(timeout=30) as client:
         token = client.post(one.url + AGENT, json={"message": MESSAGE}).headers["x-run-token"]
+        finished = time.monotonic()
         assert client.get(f"{two.url}/api/runs/{token}/stream").status_code == 200
-        time.sleep(1.6)
+        time.sleep(max(0.0, RETENTION_S + 1.2 - (time.monotonic() - finished)))
         assert client.get(f"{two.url}/api/runs/{token}/stream").status_code == 204
         assert client.get(f"{one.url}/api/runs/{token}/stream").status_code == 204
 
@@ -179,10 +185,12 @@ def test_redis_lost_mid_run_the_live_stream_still_ends_and_the_loss_is_logged() 
         redis.stop()
 
 
-def test_a_reader_of_a_run_whose_instance_died_gets_run_lost(redis_server: RedisServer) -> None:
-    values = offline_values(redis_server.url, OFFLINE_MODEL_DELAY_MS="50")
-    with AppServer(values) as two, httpx.Client(timeout=30) as client:
-        one = AppServer(values).start()
+def test_a_reader_of_a_run_whose_instance_died_gets_run_lost(
+    redis_server: RedisServer, pair: tuple[AppServer, AppServer]
+) -> None:
+    _, two = pair
+    with httpx.Client(timeout=30) as client:
+        one = AppServer(offline_values(redis_server.url, OFFLINE_MODEL_DELAY_MS="50")).start()
         try:
             first, headers = cut(client, one.url + AGENT, 4)  # type: ignore[arg-type]
         finally:
@@ -218,22 +226,32 @@ def model_values(fake: FakeOpenAI, redis_url: str, window: str) -> dict[str, str
     }
 
 
-def test_the_window_expiring_cancels_the_model_call(fake: FakeOpenAI, redis_server: RedisServer) -> None:
+@pytest.fixture(scope="module")
+def model_pair(fake: FakeOpenAI, redis_server: RedisServer) -> Iterator[tuple[AppServer, AppServer]]:
+    """Two instances on ``fake``, sharing ``redis_server``, with a 1 s resume window."""
+    values = model_values(fake, redis_server.url, "1")
+    with AppServer(values) as one, AppServer(values) as two:
+        yield one, two
+
+
+def test_the_window_expiring_cancels_the_model_call(fake: FakeOpenAI, model_pair: tuple[AppServer, AppServer]) -> None:
     with fake.fresh():
         fake.enqueue(text_response(" ".join(f"w{i}" for i in range(200)), delay=0.02))
-        with AppServer(model_values(fake, redis_server.url, "1")) as app, httpx.Client(base_url=app.url) as client:
+        with httpx.Client(base_url=model_pair[0].url) as client:
             cut(client, AGENT, 3)
             left = time.monotonic()
             assert fake.wait_until(lambda f: f.cancelled_streams == 1, 4.0), "not cancelled after the window"
             assert time.monotonic() - left > 0.9
 
 
-def test_a_reader_on_another_instance_keeps_the_run_going(fake: FakeOpenAI, redis_server: RedisServer) -> None:
+def test_a_reader_on_another_instance_keeps_the_run_going(
+    fake: FakeOpenAI, model_pair: tuple[AppServer, AppServer]
+) -> None:
     answer = " ".join(f"w{i}" for i in range(120))  # about 3.6 s at 30 ms a word: past the 1 s window
+    one, two = model_pair
     with fake.fresh():
         fake.enqueue(text_response(answer, delay=0.03))
-        values = model_values(fake, redis_server.url, "1")
-        with AppServer(values) as one, AppServer(values) as two, httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30) as client:
             first, headers = cut(client, one.url + AGENT, 3)  # type: ignore[arg-type]
             rest = client.get(
                 f"{two.url}/api/runs/{headers['x-run-token']}/stream", headers={"Last-Event-ID": last_id(first)}
