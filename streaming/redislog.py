@@ -147,6 +147,7 @@ class RedisStore:
         run.on_append(publisher.poke)
         run.add_cleanup(publisher.poke_end)
         publisher.task = asyncio.get_running_loop().create_task(publisher.main(), name=f"publish {run_id}")
+        run.start_unread()
         return run
 
     async def open_run(self, token: str, after: int = 0) -> Run | None:

@@ -37,6 +37,7 @@ from streaming.events import Error, StreamEvent, TextDelta
 logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 2.0
+ORPHAN_GRACE_S = 10.0  # a run nobody ever reads is cancelled after this (or its window, if longer)
 EVENT_OVERHEAD_BYTES = 120  # an event object and its list slot, roughly
 
 Emit = Callable[[StreamEvent], None]
@@ -100,6 +101,7 @@ class Run:
         self.stored_seq: int | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._window: asyncio.TimerHandle | None = None
+        self._cancelling: asyncio.Task[None] | None = None
         self._cleanups: list[Callable[[], Any]] = []
         self._on_append: list[Callable[[Run], None]] = []
 
@@ -183,6 +185,14 @@ class Run:
         if self.task is None and self.producer is not None:
             self.task = asyncio.get_running_loop().create_task(self._main(self.producer), name=f"run {self.run_id}")
 
+    def start_unread(self) -> None:
+        """Start the run before any reader attached: should none ever do (the
+        response was never sent), it is cancelled as if its reader had left."""
+        self.start()
+        if not self.readers and self._window is None:
+            grace = max(self.window_s, ORPHAN_GRACE_S)
+            self._window = asyncio.get_running_loop().call_later(grace, self._window_expired)
+
     async def _main(self, producer: Producer) -> None:
         try:
             await producer(self.append)
@@ -193,13 +203,16 @@ class Run:
             self.append(closing_error())
         except Exception:  # the producer maps failures to events; this is a bug
             logger.exception("run %s: the run task failed", self.run_id)
+            self.append(Error("internal_error", "The run failed unexpectedly."))
         finally:
             self.ended = True
             self.finished_at = time.monotonic()
+            self.producer = None  # what the run held (request, client) is not kept with its events
             if self._window is not None:
                 self._window.cancel()
             self._wake()
             await self._run_cleanups()
+            self._on_append.clear()
 
     async def _run_cleanups(self) -> None:
         cleanups, self._cleanups = self._cleanups, []
@@ -264,7 +277,7 @@ class Run:
                 self._window = asyncio.get_running_loop().call_later(self.window_s, self._window_expired)
             return
         logger.info("run %s: no client came back within %g s; cancelling the run", self.run_id, self.window_s)
-        asyncio.get_running_loop().create_task(self.cancel())
+        self._cancelling = asyncio.get_running_loop().create_task(self.cancel())  # a reference keeps it alive
 
 
 class MemoryRunStore:
@@ -342,7 +355,9 @@ class MemoryStore:
         self.runs = MemoryRunStore()
 
     async def start_run(self, *, run_id: str, window_s: float, producer: Producer) -> Run:
-        return self.runs.create(run_id=run_id, window_s=window_s, producer=producer)
+        run = self.runs.create(run_id=run_id, window_s=window_s, producer=producer)
+        run.start_unread()
+        return run
 
     async def open_run(self, token: str, after: int = 0) -> Run | None:
         return self.runs.get(token)

@@ -274,3 +274,65 @@ def test_a_client_back_within_the_window_keeps_the_run(fake: FakeOpenAI) -> None
             assert fake.cancelled_streams == 0
         finally:
             app.close()
+
+
+async def test_a_run_releases_its_resources_however_it_ends() -> None:
+    """Per-run resources (a concurrency slot, a lease) hang on the run, not on a connection."""
+    import asyncio
+
+    released: list[str] = []
+
+    async def release_async() -> None:
+        await asyncio.sleep(0)
+        released.append("async")
+
+    async def finishing(emit) -> None:
+        emit(Done("offline", "m"))
+
+    async def endless(emit) -> None:
+        while True:
+            emit(TextDelta("x", "a"))
+            await asyncio.sleep(0.01)
+
+    async def failing(emit) -> None:
+        raise RuntimeError("bug")
+
+    for producer, window in ((finishing, 0.0), (endless, 0.05), (failing, 0.0)):
+        released.clear()
+
+        class Reader:
+            position = 0
+
+        run = Run(run_id="r", window_s=window)
+        run.producer = producer
+        run.add_cleanup(lambda: released.append("sync"))
+        run.add_cleanup(release_async)
+        reader = Reader()
+        run.attach(reader)
+        run.start()
+        await asyncio.sleep(0.02)
+        await run.detach(reader)  # the last reader leaves: at once, or after the window
+        await asyncio.wait_for(asyncio.shield(run.task), 2)
+        assert sorted(released) == ["async", "sync"], producer.__name__
+        assert run.ended and run.events[-1].terminal
+
+
+async def test_a_run_nobody_ever_reads_is_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from streaming import runlog
+
+    monkeypatch.setattr(runlog, "ORPHAN_GRACE_S", 0.05)
+    closed = asyncio.Event()
+
+    async def endless(emit) -> None:
+        try:
+            while True:
+                emit(TextDelta("x", "a"))
+                await asyncio.sleep(0.01)
+        finally:
+            closed.set()
+
+    run = await runlog.MemoryStore().start_run(run_id="orphan", window_s=0, producer=endless)
+    await asyncio.wait_for(closed.wait(), 2)
+    assert run.cut_short and run.events[-1].code == "cancelled"
