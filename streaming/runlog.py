@@ -37,6 +37,7 @@ from streaming.events import Error, StreamEvent, TextDelta
 logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 2.0
+EVICTION_LOG_INTERVAL_S = 60.0
 ORPHAN_GRACE_S = 10.0  # a run nobody ever reads is cancelled after this (or its window, if longer)
 EVENT_OVERHEAD_BYTES = 120  # an event object and its list slot, roughly
 
@@ -290,6 +291,8 @@ class MemoryRunStore:
         self.max_run_bytes = max_run_bytes
         self.runs: dict[str, Run] = {}
         self._finished: OrderedDict[str, float] = OrderedDict()  # token -> when it finished
+        self._evicted = 0
+        self._evictions_logged = -EVICTION_LOG_INTERVAL_S
 
     def configure(self, *, retention_s: float, max_runs: int, max_run_bytes: int) -> None:
         self.retention_s, self.max_runs, self.max_run_bytes = retention_s, max_runs, max_run_bytes
@@ -324,12 +327,17 @@ class MemoryRunStore:
             elif len(self.runs) > self.max_runs:
                 self._finished.popitem(last=False)
                 run = self.runs.pop(token, None)
-                logger.warning(
-                    "run %s: evicted %.0f s early (more than %d runs kept for resuming)",
-                    run.run_id if run else token,
-                    self.retention_s - (now - finished),
-                    self.max_runs,
-                )
+                self._evicted += 1
+                if now - self._evictions_logged >= EVICTION_LOG_INTERVAL_S:  # one line a minute under load
+                    logger.warning(
+                        "run %s: evicted %.0f s early (more than %d runs kept for resuming; %d evicted since the "
+                        "last such line)",
+                        run.run_id if run else token,
+                        self.retention_s - (now - finished),
+                        self.max_runs,
+                        self._evicted,
+                    )
+                    self._evictions_logged, self._evicted = now, 0
             else:
                 break
 
