@@ -191,3 +191,26 @@ async def test_a_client_leaving_mid_run_is_logged(caplog) -> None:
     caplog.set_level("INFO", logger="streaming.response")
     await asyncio.wait_for(EventStreamResponse(run(), run_id="r2")(SCOPE, receive, send), 3)
     assert "run r2: the client disconnected" in caplog.text
+
+
+async def test_coalesce_window_lets_tokens_arriving_right_behind_share_a_write() -> None:
+    async def trickle():
+        for i in range(10):
+            yield TextDelta(str(i), "a")
+            await asyncio.sleep(0)  # each token on its own turn of the loop, as from a socket
+        yield Done("offline", "m")
+
+    async def writes_with(coalesce_s: float) -> list[bytes]:
+        writes = []
+
+        async def send(message):
+            if message["type"] == "http.response.body" and message["body"]:
+                writes.append(message["body"])
+
+        await EventStreamResponse(trickle(), coalesce_s=coalesce_s)(SCOPE, never_disconnects(), send)
+        return writes
+
+    at_once, coalesced = await writes_with(0), await writes_with(0.05)
+    assert b"".join(at_once).count(b"\n\n") == b"".join(coalesced).count(b"\n\n") == 11
+    assert len(at_once) >= 8, "without a window each token is written as it comes"
+    assert len(coalesced) <= 2
