@@ -16,16 +16,18 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import AsyncIterator
 
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
 import llm
-from settings import SettingsError, resume_settings, stream_settings
-from streaming.encoders import choose_encoder
+from settings import SettingsError, StreamSettings, resume_settings, stream_settings
+from streaming.encoders import Encoder, choose_encoder
+from streaming.events import StreamEvent
 from streaming.pipeline import drive
 from streaming.request import RequestError, parse_body, parse_query, read_body
 from streaming.response import EventStreamResponse
-from streaming.runlog import RunStore, StoreUnavailable, parse_event_id, run_store
+from streaming.runlog import Emit, RunStore, StoreUnavailable, parse_event_id, run_store
 from streaming.runners import Runner
 
 logger = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ async def _stream_run(req: Request, runner: Runner) -> Response:
             body = await read_body(req.stream(), req.headers.get("content-length"), limits)
             run_request = parse_body(body, req.headers.get("content-type"), limits)
         client, model = llm.chat_client()
-        store = run_store(resume)
+        run_store(resume)  # a bad STREAM_STORE_URL is a 503 before anything runs
     except RequestError as exc:
         return JSONResponse(exc.body(), status_code=exc.status)
     except SettingsError as exc:
@@ -87,17 +89,39 @@ async def _stream_run(req: Request, runner: Runner) -> Response:
         len(run_request.history),
     )
 
-    async def produce(emit):  # type: ignore[no-untyped-def]
-        await drive(runner(run_request, client, model), emit, deadline_s=limits.deadline_s, run_id=run_id)
+    events = runner(run_request, client, model)
+    return await start_stream(events, encoder=choose_encoder(req.headers.get("accept")), run_id=run_id, limits=limits)
+
+
+async def start_stream(
+    events: AsyncIterator[StreamEvent], *, encoder: Encoder, run_id: str, limits: StreamSettings | None = None
+) -> Response:
+    """Run ``events`` as a resumable run (its own task: deadline, errors,
+    run log) and answer with a response reading it in ``encoder``'s format.
+    Every protocol's route ends here, so each gets the same deadline,
+    heartbeat, cancellation and resume. 503 JSON when the store is down."""
+    try:
+        limits = limits or stream_settings()
+        resume = resume_settings()
+        store = run_store(resume)
+    except SettingsError as exc:
+        logger.error("run %s refused: %s", run_id, exc)
+        return error_response(503, exc.code, str(exc))
+
+    async def produce(emit: Emit) -> None:
+        await drive(events, emit, deadline_s=limits.deadline_s, run_id=run_id)
 
     try:
         run = await store.start_run(run_id=run_id, window_s=resume.window_s, producer=produce)
     except StoreUnavailable as exc:
         logger.error("run %s refused: the run store is unavailable (%s)", run_id, exc)
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()  # never started: nothing to cancel, but do not leave it to the garbage collector
         return error_response(503, "store_unavailable", "The stream store (STREAM_STORE_URL) cannot be reached.")
     return EventStreamResponse(
         run,
-        encoder=choose_encoder(req.headers.get("accept")),
+        encoder=encoder,
         heartbeat_s=limits.heartbeat_s,
         send_timeout_s=limits.send_timeout_s,
         coalesce_s=resume.coalesce_s,
