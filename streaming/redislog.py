@@ -206,7 +206,7 @@ class _Publisher:
         next_lease = time.monotonic() + refresh
         try:
             while True:
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(asyncio.TimeoutError):  # not the builtin one before 3.11
                     await asyncio.wait_for(self.wake.wait(), timeout=max(0.0, next_lease - time.monotonic()))
                 self.wake.clear()
                 ended = run.ended
