@@ -54,10 +54,6 @@ READ_ELSEWHERE = {
     "PYTHON_ENABLE_INIT_INDEXING": "the Python worker (required for HTTP streaming up to 3.12)",
     "AZURE_CLIENT_ID": "azure-identity's DefaultAzureCredential (which user-assigned identity)",
 }
-# Settings infra/ sets for code that lands on a parallel branch: the
-# per-process cap on concurrent runs (issue 7), which infra/ ties to the
-# platform's per-instance concurrency. Delete the entry once the code reads it.
-PENDING_CODE = {"MAX_CONCURRENT_RUNS": "the concurrency cap, streaming/http.py (issue 7)"}
 # Names that look like secrets but are not: ingestion needs an Entra ID token (DisableLocalAuth).
 NOT_SECRETS = {"APPLICATIONINSIGHTS_CONNECTION_STRING"}
 KEY_SHAPED = re.compile(r"KEY|SECRET|PASSWORD|TOKEN|CONNECTION_?STRING|SAS", re.IGNORECASE)
@@ -190,7 +186,7 @@ def test_the_settings_the_app_needs_in_azure_are_set(app_settings: dict[str, Any
 def test_every_setting_infra_sets_is_read(app_settings: dict[str, Any]) -> None:
     read = settings_read_by_code()
     assert {"AZURE_OPENAI_ENDPOINT", "APPLICATIONINSIGHTS_CONNECTION_STRING"} <= read  # the scan finds them
-    unread = sorted(set(app_settings) - read - READ_ELSEWHERE.keys() - PENDING_CODE.keys())
+    unread = sorted(set(app_settings) - read - READ_ELSEWHERE.keys())
     assert not unread, f"infra/ sets settings nothing reads: {unread}"
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,10 +23,9 @@ import pytest
 import telemetry
 from settings import SettingsError, telemetry_settings
 from tests.conftest import OFFLINE_VALUES
-from tests.support import MODEL_VARIABLES, ROOT, AppServer, free_port, stream_events
+from tests.support import ROOT, AppServer, hermetic_environ, stream_events
 
 SECRET = "Zanzibar-7f3a"  # a place name no span may carry unless asked to
-OTEL_VARIABLES = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "ENABLE_SENSITIVE_DATA", "OTEL_SDK_DISABLED")
 
 
 def run_host(
@@ -42,16 +40,22 @@ def run_host(
     settings = tmp_path / "local.settings.json"
     settings.write_text(json.dumps({"Values": {"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": "1", **values}}))
     dump = tmp_path / "otel.json"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in MODEL_VARIABLES and k not in OTEL_VARIABLES and not k.startswith("OTEL_")
-    }
+    env = hermetic_environ()
     env.update({"PYTHONUNBUFFERED": "1", "OTEL_TEST_DUMP": str(dump)})
-    port = free_port()
+    port_file = tmp_path / "port"
     log = (tmp_path / "host.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.otel_host", "--port", str(port), "--settings", str(settings)],
+        [
+            sys.executable,
+            "-m",
+            "tests.otel_host",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--settings",
+            str(settings),
+        ],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -59,8 +63,12 @@ def run_host(
     )
     results = []
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
+        while not port_file.exists():
+            assert process.poll() is None, (tmp_path / "host.log").read_text()
+            assert time.monotonic() < deadline, "the host did not start"
+            time.sleep(0.05)
+        with httpx.Client(base_url=f"http://127.0.0.1:{int(port_file.read_text())}", timeout=30) as client:
             while True:
                 assert process.poll() is None, (tmp_path / "host.log").read_text()
                 try:
@@ -206,7 +214,7 @@ def test_a_failed_run_is_an_error_span_and_counted_by_code(tmp_path: Path) -> No
     assert finished["attributes"]["error.type"] == "timeout"
 
 
-def test_a_client_that_leaves_ends_its_run_as_cancelled(tmp_path: Path) -> None:
+def test_a_run_cancelled_when_its_client_leaves_is_counted_as_cancelled(tmp_path: Path) -> None:
     def leave_early(client: httpx.Client) -> None:
         body = {"message": "Write a long report on the weather in Oslo"}
         with client.stream("POST", "/api/agent/stream", json=body) as response:
@@ -214,12 +222,14 @@ def test_a_client_that_leaves_ends_its_run_as_cancelled(tmp_path: Path) -> None:
                 if line.startswith("data:") and '"text"' in line:
                     break  # the first text: then hang up mid-stream
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # the host logs when it has cancelled the run
-            if b"cancelling the run" in (tmp_path / "host.log").read_bytes():
+        while time.monotonic() < deadline:  # the host noticed; with no resume window it cancels the run
+            if b"the client disconnected" in (tmp_path / "host.log").read_bytes():
                 break
             time.sleep(0.05)
 
-    _, dump, _ = run_host(tmp_path, {"OFFLINE_MODEL_DELAY_MS": "50"}, [], drive=leave_early)
+    # No resume window: a run whose client leaves is cancelled at once.
+    values = {"OFFLINE_MODEL_DELAY_MS": "50", "RESUME_WINDOW_SECONDS": "0"}
+    _, dump, _ = run_host(tmp_path, values, [], drive=leave_early)
     (run,) = [s for s in dump["spans"] if s["name"] == "run agent"]
     assert run["attributes"]["app.run.outcome"] == "cancelled" and "error.type" not in run["attributes"]
     (finished,) = metric_points(dump, "stream.runs.finished")
@@ -228,9 +238,8 @@ def test_a_client_that_leaves_ends_its_run_as_cancelled(tmp_path: Path) -> None:
     assert active["value"] == 0  # the stream that went away is no longer counted
 
 
-async def test_telemetry_is_off_without_an_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [*OTEL_VARIABLES, "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"]:
-        monkeypatch.delenv(name, raising=False)
+async def test_telemetry_is_off_without_an_exporter() -> None:
+    # The environment holds no setting of the app here (tests/conftest.py).
     from agent_framework.observability import OBSERVABILITY_SETTINGS, enable_instrumentation
 
     telemetry.reset_for_tests()

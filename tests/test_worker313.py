@@ -13,7 +13,6 @@ with ``-m "not worker313"``.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import subprocess
 import threading
@@ -25,7 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import MODEL_VARIABLES, ROOT, parse_sse
+from devhost.app import http_functions
+from tests.support import ROOT, hermetic_environ, parse_sse
 
 pytestmark = pytest.mark.worker313
 
@@ -59,9 +59,12 @@ class Worker:
     def log(self) -> str:
         return (ROOT / "test-output" / "worker313.log").read_text(errors="replace")
 
-    def invoke(self, function: str, method: str, path: str) -> str:
+    def invoke(self, function: str, method: str, path: str, params: dict[str, str] | None = None) -> str:
+        """Send the host's InvocationRequest (with the route's parameters, as
+        the host passes them) and return its invocation id."""
         invocation_id = str(uuid.uuid4())
         command = {"invoke": function, "invocation_id": invocation_id, "method": method, "url": path}
+        command["params"] = params or {}
         assert self.process.stdin is not None
         self.process.stdin.write(json.dumps(command) + "\n")
         self.process.stdin.flush()
@@ -75,7 +78,7 @@ def worker() -> Iterator[Worker]:
             "The Python 3.13 worker environment is missing: run `make worker313` (it needs python3.13, e.g. "
             "`pyenv install 3.13` or `apt-get install python3.13`), or deselect with -m 'not worker313'."
         )
-    env = {k: v for k, v in os.environ.items() if k not in MODEL_VARIABLES and k not in AZURE_MARKERS}
+    env = {k: v for k, v in hermetic_environ().items() if k not in AZURE_MARKERS}
     env.update({"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": "30", "PYTHONUNBUFFERED": "1"})
     (ROOT / "test-output").mkdir(exist_ok=True)
     with (ROOT / "test-output" / "worker313.log").open("w") as log:
@@ -105,7 +108,9 @@ def test_the_worker_indexes_the_app_and_starts_its_streaming_server(worker: Work
     assert init["init"] == "Success" and init["metadata"] == "Success", worker.log()
     assert init["capabilities"]["HttpUri"].startswith("http://127.0.0.1:")  # HTTP streaming is on
     functions = init["functions"]
-    assert set(functions) == {"stream_agent", "stream_workflow", "health", "chat_page"}
+    import function_app  # the functions the app declares, as the local host reads them
+
+    assert set(functions) == {fn.name for fn in http_functions(function_app.app)}
     assert all(f["load"] == "Success" for f in functions.values())
     routes = {name: next(b for b in f["bindings"] if b["type"] == "httpTrigger") for name, f in functions.items()}
     assert routes["stream_agent"]["route"] == "agent/stream" and routes["stream_agent"]["authLevel"] == "FUNCTION"
@@ -143,6 +148,27 @@ def test_an_invocation_streams_through_the_workers_server(worker: Worker) -> Non
     assert names[0] == "agent_started" and names[-1] == "done"
     assert "tool_call" in names and "tool_result" in names
     assert "Oslo" in "".join(e.data["text"] for e in events if e.event == "message")
+
+
+def test_a_run_resumes_under_the_worker(worker: Worker) -> None:
+    """``runs/{token}/stream`` under the worker's own HTTP server: the
+    invocation carries the route's parameters, as the host sends them, and
+    the replay is the stream the first request got, event for event."""
+    uri = worker.init["capabilities"]["HttpUri"]
+    invocation_id = worker.invoke("stream_agent", "POST", "/api/agent/stream")
+    body = {"message": "What is the weather in Oslo?"}
+    with httpx.Client(base_url=uri, timeout=30) as client:
+        first = client.post("/api/agent/stream", json=body, headers={"x-ms-invocation-id": invocation_id})
+        assert first.status_code == 200 and worker.next()["status"] == "Success"
+        token = first.headers["x-run-token"]
+        original = parse_sse(first.text.splitlines())
+        path = f"/api/runs/{token}/stream"
+        invocation_id = worker.invoke("resume_stream", "GET", path, params={"token": token})
+        again = client.get(path, headers={"x-ms-invocation-id": invocation_id})
+        assert again.status_code == 200, again.text
+        assert worker.next()["status"] == "Success"
+    replayed = parse_sse(again.text.splitlines())
+    assert [(e.event, e.data) for e in replayed] == [(e.event, e.data) for e in original]
 
 
 def test_bad_input_is_a_json_error_under_the_worker_too(worker: Worker) -> None:

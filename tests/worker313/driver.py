@@ -6,7 +6,7 @@ library (``azure-functions-runtime``), in its own Python 3.13 environment.
 server; ``FunctionsMetadataRequest``; a ``FunctionLoadRequest`` per
 function), prints one JSON line with the result, then reads JSON commands
 from stdin, one per line: ``{"invoke": <function name>, "invocation_id":
-..., "method": ..., "url": ...}`` sends an ``InvocationRequest`` and prints
+..., "method": ..., "url": ..., "params": {<route parameter>: ...}}`` sends an ``InvocationRequest`` and prints
 ``{"invocation_id", "status", "error"}`` when the library answers it. The
 HTTP request itself is the caller's to send, to the printed ``http_uri``
 with ``x-ms-invocation-id``, as the host's proxy does.
@@ -103,7 +103,9 @@ async def invoke(runtime: Any, functions: dict[str, Any], command: dict[str, Any
         input_data=[
             protos.ParameterBinding(
                 name=trigger["name"],
-                data=protos.TypedData(http=protos.RpcHttp(method=command["method"], url=command["url"])),
+                data=protos.TypedData(
+                    http=protos.RpcHttp(method=command["method"], url=command["url"], params=command.get("params", {}))
+                ),
             )
         ],
     )
