@@ -306,19 +306,6 @@ def test_the_parser_reads_what_it_claims() -> None:
     assert object_keys(node, {}).keys() == {"A", "B-c", "D"}
 
 
-def test_every_setting_the_code_reads_is_in_the_readme() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    table = readme[readme.index("## Configuration") : readme.index("## Deploying to Azure")]
-    # A row names a setting in its first column, or as an accepted alias in its meaning.
-    listed = {
-        name for row in table.splitlines() if row.startswith("| `") for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row)
-    }
-    read = settings_read_by_code()
-    # OTEL_* are one row: the standard OpenTelemetry variables.
-    missing = sorted(n for n in read - listed if not n.startswith("OTEL_"))
-    assert not missing, f"settings the code reads but the README's configuration table does not list: {missing}"
-
-
 def walk(node: Any) -> Iterator[Any]:
     """Every node under ``node`` (objects, arrays, calls, operators, strings)."""
     yield node
