@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import json
 import queue
+import socket
 import subprocess
 import threading
 import time
@@ -59,6 +60,21 @@ class Worker:
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         self.init = self.next(60)
+        uri = self.init.get("capabilities", {}).get("HttpUri")
+        if uri:  # the worker starts its HTTP server as a task: it listens a moment after answering
+            self._wait_until_listening(uri)
+
+    def _wait_until_listening(self, uri: str, timeout: float = 30) -> None:
+        host, port = uri.removeprefix("http://").rsplit(":", 1)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the worker's HTTP server never listened; its log:\n{self.log()}") from None
+                time.sleep(0.05)
 
     def _read(self) -> None:
         assert self.process.stdout is not None
