@@ -2,6 +2,8 @@
 
 request -> validated :class:`RunRequest` -> runner -> :func:`guard` ->
 encoder chosen from ``Accept`` -> :class:`EventStreamResponse`.
+A protocol (AG-UI, ``streaming/agui.py``) replaces only the two ends: it
+parses the request and supplies the encoder; the run between is the same.
 Bad input answers 4xx JSON; a missing model configuration answers 503
 JSON before any byte of a stream is sent.
 """
@@ -11,12 +13,13 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from typing import Any, Protocol
 
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
 import llm
-from settings import SettingsError, stream_settings
-from streaming.encoders import choose_encoder
+from settings import SettingsError, StreamSettings, stream_settings
+from streaming.encoders import Encoder, choose_encoder
 from streaming.pipeline import guard
 from streaming.request import RequestError, parse_body, parse_query, read_body
 from streaming.response import EventStreamResponse
@@ -37,21 +40,30 @@ def run_id_of(req: Request) -> str:
     return invocation if _SAFE_ID.fullmatch(invocation) else uuid.uuid4().hex
 
 
+class WireProtocol(Protocol):
+    """A protocol other than ours: a parser and an encoder, nothing more."""
+
+    async def parse(self, req: Request, limits: StreamSettings) -> Any: ...
+
+    def encoder(self, run_request: Any) -> Encoder: ...
+
+
 def error_response(status: int, code: str, message: str) -> Response:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
-async def stream_run(req: Request, runner: Runner) -> Response:
-    """Validate ``req``, then stream ``runner``'s events. Whatever fails
-    before the stream starts is a JSON error, never a stack trace."""
+async def stream_run(req: Request, runner: Runner, protocol: WireProtocol | None = None) -> Response:
+    """Validate ``req``, then stream ``runner``'s events (in ``protocol``'s
+    format when given). Whatever fails before the stream starts is a JSON
+    error, never a stack trace."""
     try:
-        return await _stream_run(req, runner)
+        return await _stream_run(req, runner, protocol)
     except Exception:
         logger.exception("request to %s failed before streaming", req.url.path)
         return error_response(500, "internal_error", "The request failed unexpectedly.")
 
 
-async def _stream_run(req: Request, runner: Runner) -> Response:
+async def _stream_run(req: Request, runner: Runner, protocol: WireProtocol | None) -> Response:
     if req.method == "GET" and "last-event-id" in req.headers:
         # A browser's EventSource reconnecting after a stream ended. Runs are
         # stateless and not resumable: 204 tells it to stop for good instead
@@ -60,7 +72,9 @@ async def _stream_run(req: Request, runner: Runner) -> Response:
     run_id = run_id_of(req)
     try:
         limits = stream_settings()
-        if req.method == "GET":
+        if protocol is not None:
+            run_request = await protocol.parse(req, limits)
+        elif req.method == "GET":
             run_request = parse_query(req.query_params, limits)
         else:
             body = await read_body(req.stream(), req.headers.get("content-length"), limits)
@@ -82,7 +96,7 @@ async def _stream_run(req: Request, runner: Runner) -> Response:
     events = guard(runner(run_request, client, model), deadline_s=limits.deadline_s, run_id=run_id)
     return EventStreamResponse(
         events,
-        encoder=choose_encoder(req.headers.get("accept")),
+        encoder=protocol.encoder(run_request) if protocol else choose_encoder(req.headers.get("accept")),
         heartbeat_s=limits.heartbeat_s,
         send_timeout_s=limits.send_timeout_s,
         run_id=run_id,

@@ -57,7 +57,12 @@ async def run_agent(
     agent = build_weather_agent(client, provider) if provider else _agents(client)[0]
     mapper = UpdateMapper()
     yield AgentStarted(WEATHER_AGENT_NAME)
-    stream = agent.run(request.to_messages(), stream=True)
+    # An AG-UI request may offer the client's own (declaration-only) tools.
+    client_tools = getattr(request, "client_tools", ())
+    if client_tools:
+        stream = agent.run(request.to_messages(), stream=True, tools=list(client_tools))
+    else:
+        stream = agent.run(request.to_messages(), stream=True)
     try:
         async for update in stream:
             for event in mapper.feed(update, WEATHER_AGENT_NAME):
