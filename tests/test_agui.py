@@ -1,0 +1,530 @@
+"""AG-UI: the parser, the encoder, and both endpoints over real loopback
+HTTP (offline model, and the fake OpenAI-compatible model), every stream
+held to ``ag-ui-validate`` with 0 errors and 0 warnings."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from ag_ui.core import PROTOCOL_VERSION, Event
+from ag_ui.encoder import EventEncoder
+from ag_ui_validate.pytest_plugin import assert_valid_agui
+from pydantic import TypeAdapter
+
+from settings import StreamSettings
+from streaming.agui import (
+    AGENT_PROTOCOL,
+    AGUIEncoder,
+    declaration_tool,
+    parse_run_input,
+)
+from streaming.agui import PROTOCOL_VERSION as OUR_VERSION
+from streaming.events import AgentCompleted, AgentStarted, Done, Error, TextDelta, ToolCall, ToolResult
+from streaming.request import RequestError
+from tests.agui_support import (
+    assert_well_formed,
+    assistant_turn,
+    data_frames,
+    post_agui,
+    run_input,
+    user,
+)
+from tests.fake_openai import FakeOpenAI, error_response, text_response, tool_call_response
+from tests.support import AppServer
+
+LIMITS = StreamSettings(max_message_chars=200, max_body_bytes=4096, max_history_messages=6)
+NOTICE_TOOL = {
+    "name": "show_notice",
+    "description": "Shows a notice in the app.",
+    "parameters": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+}
+EVENTS = TypeAdapter(Event)
+
+
+def parse(body: dict, limits: StreamSettings = LIMITS, **kw):
+    return parse_run_input(json.dumps(body).encode(), "application/json", limits, **kw)
+
+
+def refused(body: bytes | dict, content_type: str = "application/json") -> RequestError:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    with pytest.raises(RequestError) as caught:
+        parse_run_input(raw, content_type, LIMITS)
+    return caught.value
+
+
+# ------------------------------------------------------------------------------------------ the encoder
+
+
+def encode_all(events, thread_id: str = "t-1", run_id: str = "r-1") -> bytes:
+    encoder = AGUIEncoder(thread_id=thread_id, run_id=run_id)
+    return b"".join(encoder.encode(i, e) for i, e in enumerate(events, 1))
+
+
+RUN = [
+    AgentStarted("weather"),
+    TextDelta("Let me check ", "weather"),
+    TextDelta('"quoted" ü 雪 \u2028 \n\t\x01 ', "weather"),
+    TextDelta("", "weather"),
+    ToolCall("weather", "call_1", "get_weather", {"location": "Oslo"}),
+    ToolCall("weather", "call_2", "show_notice", {"text": "Hi"}),
+    ToolResult("weather", "call_1", "get_weather", {"location": "Oslo", "temperature_c": -2}),
+    TextDelta("Oslo: snow.", "weather"),
+    AgentCompleted("weather"),
+    Done("openai", "gpt-x", {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}),
+]
+
+
+def test_our_protocol_version_is_the_pinned_packages() -> None:
+    assert OUR_VERSION == PROTOCOL_VERSION
+
+
+@pytest.mark.parametrize("end", [RUN[-1], Error("upstream_error", "The model service failed to answer.")])
+def test_each_event_is_byte_for_byte_what_the_protocols_encoder_writes(end) -> None:
+    frames = encode_all([*RUN[:-1], end]).decode().split("\n\n")
+    assert frames.pop() == ""
+    for frame in frames:
+        assert frame.startswith("data: ")
+        event = EVENTS.validate_json(frame[6:])  # the protocol's own model accepts it...
+        assert EventEncoder().encode(event) == frame + "\n\n"  # ...and writes the same bytes
+
+
+def test_the_encoder_opens_closes_and_names_what_clients_need() -> None:
+    events = [json.loads(f) for f in data_frames(encode_all(RUN))]
+    assert_valid_agui(events, max_warnings=0)
+    types = [e["type"] for e in events]
+    assert types == [
+        "RUN_STARTED",
+        "STEP_STARTED",
+        "TEXT_MESSAGE_START",
+        "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_CONTENT",  # the empty delta is not sent
+        "TEXT_MESSAGE_END",  # closed before the tool call
+        *["TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END"] * 2,
+        "TOOL_CALL_RESULT",
+        "TEXT_MESSAGE_START",
+        "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_END",  # closed before the step ends
+        "STEP_FINISHED",
+        "RUN_FINISHED",
+    ]
+    first_text, second_text = (e["messageId"] for e in events if e["type"] == "TEXT_MESSAGE_START")
+    assert first_text != second_text
+    starts = [e for e in events if e["type"] == "TOOL_CALL_START"]
+    assert {e["parentMessageId"] for e in starts} == {first_text}  # both calls belong to the message before
+    assert json.loads(next(e for e in events if e["type"] == "TOOL_CALL_ARGS")["delta"]) == {"location": "Oslo"}
+    (result,) = [e for e in events if e["type"] == "TOOL_CALL_RESULT"]
+    assert json.loads(result["content"]) == {"location": "Oslo", "temperature_c": -2}
+    assert result["messageId"] not in (first_text, second_text)
+    assert events[-1] == {
+        "type": "RUN_FINISHED",
+        "threadId": "t-1",
+        "runId": "r-1",
+        "outcome": {"type": "success", "pendingToolCallIds": ["call_2"]},  # no result: the client's to run
+        "usage": [{"provider": "openai", "model": "gpt-x", "inputTokens": 10, "outputTokens": 5, "totalTokens": 15}],
+    }
+
+
+def test_an_error_closes_the_open_message_and_is_the_last_event() -> None:
+    events = [
+        json.loads(f)
+        for f in data_frames(
+            encode_all([AgentStarted("weather"), TextDelta("Par", "weather"), Error("timeout", "Late.")])
+        )
+    ]
+    assert_valid_agui(events, max_warnings=0)
+    assert [e["type"] for e in events][-2:] == ["TEXT_MESSAGE_END", "RUN_ERROR"]
+    assert events[-1] == {"type": "RUN_ERROR", "message": "Late.", "code": "timeout"}
+
+
+def test_an_error_before_anything_else_still_starts_the_run() -> None:
+    events = [json.loads(f) for f in data_frames(encode_all([Error("internal_error", "The run failed.")]))]
+    assert [e["type"] for e in events] == ["RUN_STARTED", "RUN_ERROR"]
+    assert_valid_agui(events, max_warnings=0)
+
+
+def test_two_agents_text_are_separate_messages_and_a_result_starts_a_new_one() -> None:
+    run = [
+        AgentStarted("researcher"),
+        ToolCall("researcher", "c1", "get_weather", {}),
+        ToolResult("researcher", "c1", "get_weather", "plain text", is_error=True),
+        TextDelta("found", "researcher"),
+        AgentCompleted("researcher"),
+        AgentStarted("writer"),
+        TextDelta("wrote", "writer"),
+        AgentCompleted("writer"),
+        Done("offline", "offline-demo"),
+    ]
+    events = [json.loads(f) for f in data_frames(encode_all(run))]
+    assert_valid_agui(events, max_warnings=0)
+    starts = [e for e in events if e["type"] == "TEXT_MESSAGE_START"]
+    assert [s["name"] for s in starts] == ["researcher", "writer"]
+    call = next(e for e in events if e["type"] == "TOOL_CALL_START")
+    assert call["parentMessageId"] not in {s["messageId"] for s in starts}  # a call with no text gets its own
+    assert next(e for e in events if e["type"] == "TOOL_CALL_RESULT")["content"] == "plain text"
+    assert events[-1] == {"type": "RUN_FINISHED", "threadId": "t-1", "runId": "r-1"}  # no usage, none pending
+
+
+def test_message_ids_differ_between_streams() -> None:
+    one, two = (encode_all([TextDelta("a", "weather")]) for _ in range(2))
+    assert json.loads(data_frames(one)[1])["messageId"] != json.loads(data_frames(two)[1])["messageId"]
+
+
+# ------------------------------------------------------------------------------------------ the parser
+
+
+def test_a_whole_conversation_maps_to_agent_framework_messages() -> None:
+    body = run_input(
+        [
+            {"id": "s", "role": "system", "content": "Be brief."},
+            {"id": "d", "role": "developer", "content": "Use metric units."},
+            {
+                "id": "u1",
+                "role": "user",
+                "content": [{"type": "text", "text": "Weather in "}, {"type": "text", "text": "Oslo?"}],
+            },
+            {
+                "id": "a1",
+                "role": "assistant",
+                "content": "Checking.",
+                "toolCalls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"location":"Oslo"}'},
+                    }
+                ],
+            },
+            {"id": "t1", "role": "tool", "toolCallId": "c1", "content": '{"location":"Oslo"}'},
+            {"id": "x", "role": "activity", "activityType": "progress", "content": {"done": 1}},
+            {"id": "u2", "role": "user", "content": "And Paris?"},
+        ],
+        context=[{"description": "The user's city", "value": "Bergen"}],
+    )
+    request = parse(body)
+    assert (request.thread_id, request.run_id) == (body["threadId"], body["runId"])
+    messages = request.to_messages()
+    assert [m.role for m in messages] == ["system", "system", "system", "user", "assistant", "tool", "user"]
+    assert "The user's city: Bergen" in messages[0].text  # context reaches the model
+    assert messages[3].text == "Weather in Oslo?"
+    text, call = messages[4].contents
+    assert (text.text, call.type, call.call_id, call.name) == ("Checking.", "function_call", "c1", "get_weather")
+    assert call.parse_arguments() == {"location": "Oslo"}
+    (result,) = messages[5].contents
+    assert (result.type, result.call_id, result.result) == ("function_result", "c1", '{"location":"Oslo"}')
+    assert request.client_tools == ()
+
+
+def test_client_tools_become_cached_declaration_only_tools() -> None:
+    body = run_input([user("hi")], tools=[NOTICE_TOOL])
+    (tool,) = parse(body).client_tools
+    assert (tool.name, tool.description, tool.func) == ("show_notice", "Shows a notice in the app.", None)
+    assert tool.parameters() == NOTICE_TOOL["parameters"]
+    (again,) = parse(run_input([user("hello")], tools=[NOTICE_TOOL])).client_tools
+    assert again is tool  # not rebuilt per request
+    assert declaration_tool.cache_info().currsize >= 1
+    assert parse(body, client_tools=False).client_tools == ()  # the workflow ignores them
+
+
+SECRET = "SECRET-do-not-echo-41"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"not json", 400, "invalid_json"),
+        (b"\xff\xfe", 400, "invalid_encoding"),
+        (b"[1, 2]", 400, "invalid_body"),
+        ({"threadId": [SECRET], "runId": "r", "messages": []}, 400, "invalid_run_input"),
+        (
+            {"threadId": "t", "runId": "r", "messages": [{"id": "1", "role": SECRET, "content": "x"}]},
+            400,
+            "invalid_run_input",
+        ),
+        (
+            {"threadId": "t", "runId": "r", "messages": [{"id": "1", "role": "user", "content": 7}]},
+            400,
+            "invalid_run_input",
+        ),
+        (run_input([]), 400, "missing_message"),
+        (run_input([{"id": "s", "role": "system", "content": "only a system message"}]), 400, "missing_message"),
+        (run_input([user("x" * 201)]), 413, "message_too_long"),
+        (run_input([user("x")] * 8), 413, "too_many_messages"),
+        (run_input([user("a\x00b")]), 400, "invalid_message"),
+        (
+            run_input(
+                [
+                    user("look"),
+                    {
+                        "id": "i",
+                        "role": "user",
+                        "content": [{"type": "image", "source": {"type": "url", "value": "http://x/y.png"}}],
+                    },
+                ]
+            ),
+            400,
+            "unsupported_content",
+        ),
+        (
+            run_input([user("x"), {"id": "t", "role": "tool", "toolCallId": "nope", "content": "r"}]),
+            400,
+            "invalid_messages",
+        ),
+        (
+            run_input(
+                [
+                    user("x"),
+                    {
+                        "id": "a",
+                        "role": "assistant",
+                        "toolCalls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                    },
+                    user("y"),
+                ]
+            ),
+            400,
+            "invalid_messages",
+        ),
+        (run_input([user("x")], tools=[{**NOTICE_TOOL, "name": "get_weather"}]), 400, "invalid_tool"),
+        (run_input([user("x")], tools=[NOTICE_TOOL, NOTICE_TOOL]), 400, "invalid_tool"),
+        (run_input([user("x")], tools=[{**NOTICE_TOOL, "name": "has space"}]), 400, "invalid_tool"),
+        (run_input([user("x")], tools=[{**NOTICE_TOOL, "parameters": [1]}]), 400, "invalid_tool"),
+        (
+            run_input([user("x")], tools=[{"name": f"t{i}", "description": ""} for i in range(65)]),
+            413,
+            "too_many_tools",
+        ),
+        (run_input([user("x")], context=[{"description": "d", "value": "v" * 201}]), 413, "message_too_long"),
+        ({"thread_id": "t", "run_id": "r", "messages": [{"id": "1", "role": "user", "content": "hi"}]}, None, None),
+    ],
+)
+def test_bad_input_is_a_clear_4xx_that_never_echoes_it(body, status, code) -> None:
+    if status is None:  # snake_case (Agent Framework's AGUIChatClient sends it) is a RunAgentInput too
+        assert parse(body).to_messages()[-1].text == "hi"
+        return
+    error = refused(body)
+    assert (error.status, error.code) == (status, code)
+    assert SECRET not in error.message and "http://x" not in error.message
+    assert error.message.endswith(".") and "Traceback" not in error.message
+
+
+def test_not_json_media_type_and_oversized_bodies_are_refused() -> None:
+    assert refused(run_input([user("hi")]), "text/plain").status == 415
+    big = json.dumps(run_input([user("x" * 150)] * 5)).encode() + b" " * 4096
+    assert (refused(big).status, refused(big).code) == (413, "body_too_large")
+
+
+def test_a_validation_message_names_where_and_what() -> None:
+    error = refused({"threadId": "t", "messages": [{"id": "1", "role": "user"}]})
+    assert error.message == (
+        "The request body is not an AG-UI RunAgentInput: 'runId' is missing; 'messages[0].user.content' is missing."
+    )
+
+
+# ------------------------------------------------------------------------------------------ offline, end to end
+
+WEATHER = "What is the weather in Oslo?"
+
+
+def test_agent_weather_question_streams_a_valid_run(offline_app: AppServer) -> None:
+    body = run_input([user(WEATHER)])
+    result = post_agui(f"{offline_app.url}/api/agent/ag-ui", body)
+    assert_well_formed(result, body)
+    (start,) = result.of("TOOL_CALL_START")
+    assert start["toolCallName"] == "get_weather" and start["parentMessageId"]
+    (args,) = result.of("TOOL_CALL_ARGS")
+    assert json.loads(args["delta"]) == {"location": "Oslo"}
+    (tool_result,) = result.of("TOOL_CALL_RESULT")
+    assert tool_result["toolCallId"] == start["toolCallId"] and json.loads(tool_result["content"])["location"] == "Oslo"
+    assert "Oslo:" in result.text() and len(result.of("TEXT_MESSAGE_CONTENT")) > 5  # word by word
+    assert [e["stepName"] for e in result.of("STEP_STARTED")] == ["weather"]
+    finished = result.events[-1]
+    assert finished["type"] == "RUN_FINISHED" and "outcome" not in finished
+    assert finished["usage"][0]["provider"] == "offline" and finished["usage"][0]["totalTokens"] > 0
+
+
+def test_a_second_turn_built_from_the_first_ones_events(offline_app: AppServer) -> None:
+    url = f"{offline_app.url}/api/agent/ag-ui"
+    first_body = run_input([user(WEATHER)])
+    first = post_agui(url, first_body)
+    history = [*first_body["messages"], *assistant_turn(first), user("And in Paris?")]
+    second_body = run_input(history, threadId=first_body["threadId"])
+    second = post_agui(url, second_body)
+    assert_well_formed(second, second_body)
+    (call,) = second.of("TOOL_CALL_ARGS")
+    assert json.loads(call["delta"]) == {"location": "Paris"}
+    assert "Paris:" in second.text() and "Oslo" not in second.text()
+
+
+def test_workflow_steps_wrap_each_agent(offline_app: AppServer) -> None:
+    body = run_input([user("Research the weather in Oslo and write a poem")], tools=[NOTICE_TOOL])
+    result = post_agui(f"{offline_app.url}/api/workflow/ag-ui", body)
+    assert_well_formed(result, body)
+    steps = [(e["type"], e["stepName"]) for e in result.events if e["type"].startswith("STEP_")]
+    assert steps == [
+        ("STEP_STARTED", "researcher"),
+        ("STEP_FINISHED", "researcher"),
+        ("STEP_STARTED", "writer"),
+        ("STEP_FINISHED", "writer"),
+    ]
+    starts = result.of("TEXT_MESSAGE_START")
+    assert [s["name"] for s in starts] == ["researcher", "writer"]
+    assert "Oslo" in result.text(starts[1]["messageId"])  # the writer wrote from the research
+    writer_step = result.types.index("STEP_STARTED", 2)
+    assert result.types.index("TEXT_MESSAGE_START", writer_step) > writer_step
+    assert [e["toolCallName"] for e in result.of("TOOL_CALL_START")] == ["get_weather"]  # client tools ignored
+    assert "outcome" not in result.events[-1]
+
+
+def test_client_tool_round_trip_beside_a_server_tool(offline_app: AppServer) -> None:
+    url = f"{offline_app.url}/api/agent/ag-ui"
+    ask = user('What is the weather in Oslo? Then please show_notice {"text": "Pack a coat"}')
+    first_body = run_input([ask], tools=[NOTICE_TOOL])
+    first = post_agui(url, first_body)
+    assert_well_formed(first, first_body)
+    weather, notice = first.of("TOOL_CALL_START")
+    assert (weather["toolCallName"], notice["toolCallName"]) == ("get_weather", "show_notice")
+    assert json.loads(first.of("TOOL_CALL_ARGS")[1]["delta"]) == {"text": "Pack a coat"}
+    assert [r["toolCallId"] for r in first.of("TOOL_CALL_RESULT")] == [weather["toolCallId"]]  # server tool only
+    assert first.events[-1]["outcome"] == {"type": "success", "pendingToolCallIds": [notice["toolCallId"]]}
+
+    # The front end runs its tool and sends the conversation on, with the result.
+    answer = {"id": "t-notice", "role": "tool", "toolCallId": notice["toolCallId"], "content": "shown"}
+    second_body = run_input([ask, *assistant_turn(first), answer], tools=[NOTICE_TOOL])
+    second = post_agui(url, second_body)
+    assert_well_formed(second, second_body)
+    assert second.of("TOOL_CALL_START") == []
+    assert "Oslo:" in second.text() and "show_notice tool answered: shown" in second.text()
+    assert "outcome" not in second.events[-1]
+
+
+def test_bad_requests_over_http(offline_client: httpx.Client) -> None:
+    post = offline_client.post
+    response = post("/api/agent/ag-ui", content=b"{", headers={"Content-Type": "application/json"})
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_json")
+    response = post("/api/workflow/ag-ui", content=b"hi", headers={"Content-Type": "text/plain"})
+    assert (response.status_code, response.json()["error"]["code"]) == (415, "unsupported_media_type")
+    response = post("/api/agent/ag-ui", json={"threadId": "t"})
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_run_input")
+    response = post("/api/agent/ag-ui", content=b"x" * 300_000, headers={"Content-Type": "application/json"})
+    assert (response.status_code, response.json()["error"]["code"]) == (413, "body_too_large")
+    assert offline_client.get("/api/agent/ag-ui").status_code in (404, 405)
+
+
+# ------------------------------------------------------------------------------------------ over the model's wire
+
+KEY = "test-key-agui"
+LONG_ANSWER = " ".join(f"word{i}" for i in range(100))
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh(request) -> Iterator[None]:
+    if "fake" not in request.fixturenames:
+        yield
+        return
+    with request.getfixturevalue("fake").fresh():
+        yield
+
+
+@pytest.fixture(scope="module")
+def model_app(fake: FakeOpenAI) -> Iterator[AppServer]:
+    values = {
+        "OPENAI_BASE_URL": fake.openai_base_url,
+        "OPENAI_API_KEY": KEY,
+        "OPENAI_MODEL": "fake-model",
+        "MODEL_MAX_RETRIES": "0",
+    }
+    with AppServer(values) as server:
+        yield server
+
+
+def test_over_the_model_wire_client_tools_context_and_history_reach_the_model(fake: FakeOpenAI, model_app) -> None:
+    fake.enqueue(
+        tool_call_response(
+            [("get_weather", {"location": "Oslo"}, "call_w"), ("show_notice", {"text": "Coat"}, "call_n")], fragments=3
+        )
+    )
+    ask = user("Weather in Oslo, and show a notice")
+    body = run_input([ask], tools=[NOTICE_TOOL], context=[{"description": "Units", "value": "metric"}])
+    first = post_agui(f"{model_app.url}/api/agent/ag-ui", body)
+    assert_well_formed(first, body)
+    assert [json.loads(a["delta"]) for a in first.of("TOOL_CALL_ARGS")] == [{"location": "Oslo"}, {"text": "Coat"}]
+    assert first.events[-1]["outcome"]["pendingToolCallIds"] == ["call_n"]
+    (offered,) = fake.requests
+    tools = {t["function"]["name"]: t["function"] for t in offered.tools}
+    assert tools["show_notice"]["parameters"] == NOTICE_TOOL["parameters"]
+    assert tools["show_notice"]["description"] == NOTICE_TOOL["description"]
+    assert any("Units: metric" in str(m.get("content")) for m in offered.messages if m["role"] == "system")
+    assert len(fake.requests) == 1, "the pending client call ends the run: no second model call"
+
+    fake.enqueue(text_response(["Oslo", " is", " cold", "."], usage={"prompt_tokens": 30, "completion_tokens": 4}))
+    answer = {"id": "t-n", "role": "tool", "toolCallId": "call_n", "content": "shown"}
+    second_body = run_input([ask, *assistant_turn(first), answer], tools=[NOTICE_TOOL])
+    second = post_agui(f"{model_app.url}/api/agent/ag-ui", second_body)
+    assert_well_formed(second, second_body)
+    assert second.text() == "Oslo is cold."
+    assert [c["delta"] for c in second.of("TEXT_MESSAGE_CONTENT")] == ["Oslo", " is", " cold", "."]
+    assert second.events[-1]["usage"][0]["inputTokens"] == 30
+    sent = fake.requests[-1].messages
+    assistant = next(m for m in sent if m["role"] == "assistant")
+    assert [c["id"] for c in assistant["tool_calls"]] == ["call_w", "call_n"]
+    results = {m["tool_call_id"]: m["content"] for m in sent if m["role"] == "tool"}
+    assert results["call_n"] == "shown" and json.loads(results["call_w"])["location"] == "Oslo"
+
+
+@pytest.mark.parametrize("path", ["/api/agent/ag-ui", "/api/workflow/ag-ui"])
+def test_a_model_failure_is_one_run_error_and_nothing_after(fake: FakeOpenAI, model_app, path: str) -> None:
+    fake.enqueue(error_response(500))
+    body = run_input([user("Weather in Oslo?")])
+    result = post_agui(f"{model_app.url}{path}", body)
+    assert_well_formed(result, body)
+    assert result.events[-1] == {
+        "type": "RUN_ERROR",
+        "message": "The model service failed to answer.",
+        "code": "upstream_error",
+    }
+    assert result.types.count("RUN_ERROR") == 1 and "RUN_FINISHED" not in result.types
+
+
+def test_bad_input_never_reaches_the_model(fake: FakeOpenAI, model_app) -> None:
+    url = f"{model_app.url}/api/agent/ag-ui"
+    for body in (b"{", json.dumps({"threadId": "t", "runId": "r", "messages": []}).encode()):
+        response = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400
+    assert fake.requests == []
+
+
+def test_text_arrives_token_by_token_and_leaving_stops_the_model(fake: FakeOpenAI, model_app) -> None:
+    fake.enqueue(text_response(LONG_ANSWER, delay=0.05))
+    body = json.dumps(run_input([user("Tell me a long story")])).encode()
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream(
+            "POST", f"{model_app.url}/api/agent/ag-ui", content=body, headers={"Content-Type": "application/json"}
+        ) as response,
+    ):
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: ") and json.loads(line[6:])["type"] == "TEXT_MESSAGE_CONTENT":
+                break
+        # The first piece of text is here while the model is still writing the rest.
+        assert fake.open_streams == 1
+    closed_at = time.monotonic()
+    assert fake.wait_until(lambda f: f.cancelled_streams >= 1, 2.0), "the model call was not cancelled"
+    assert time.monotonic() - closed_at < 2.0
+    assert fake.wait_for_no_open_streams(2.0)
+
+
+def test_agent_protocol_is_what_the_route_uses() -> None:
+    import function_app
+
+    assert function_app.AGENT_PROTOCOL is AGENT_PROTOCOL and AGENT_PROTOCOL.client_tools
