@@ -528,3 +528,52 @@ def test_agent_protocol_is_what_the_route_uses() -> None:
     import function_app
 
     assert function_app.AGENT_PROTOCOL is AGENT_PROTOCOL and AGENT_PROTOCOL.client_tools
+
+
+def test_the_wire_contract_agent_frameworks_agui_chat_client_relies_on(offline_app: AppServer) -> None:
+    """``agent-framework-ag-ui``'s ``AGUIChatClient`` cannot be installed
+    beside this app (it pins ``ag-ui-protocol<0.2`` and ``fastapi<0.142``),
+    so this sends what its ``AGUIHttpService.post_run`` sends (snake_case
+    ids, ``tool_calls``, no context or state) and checks the fields its
+    ``AGUIEventConverter`` reads from the ``data:`` lines."""
+    history = [
+        {"id": "m1", "role": "user", "content": "What is the weather in Oslo?"},
+        {
+            "id": "m2",
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"location": "Oslo"}'},
+                }
+            ],
+        },
+        {"id": "m3", "role": "tool", "content": '{"location": "Oslo", "conditions": "windy"}', "toolCallId": "c1"},
+        {"id": "m4", "role": "assistant", "content": "Oslo: windy."},
+        {"id": "m5", "role": "user", "content": "And in Paris?"},
+    ]
+    body = {"thread_id": "thread_af", "run_id": "run_af", "messages": history, "tools": [NOTICE_TOOL]}
+    result = post_agui(f"{offline_app.url}/api/agent/ag-ui", body)
+    started = result.events[0]
+    assert (started["threadId"], started["runId"]) == ("thread_af", "run_af")
+    (call,) = result.of("TOOL_CALL_START")
+    assert call["toolCallName"] == "get_weather" and call["toolCallId"] and call["parentMessageId"]
+    assert json.loads("".join(a["delta"] for a in result.of("TOOL_CALL_ARGS"))) == {"location": "Paris"}
+    (tool_result,) = result.of("TOOL_CALL_RESULT")
+    assert tool_result["toolCallId"] == call["toolCallId"] and "Paris" in tool_result["content"]
+    assert all(e["messageId"] and e["delta"] for e in result.of("TEXT_MESSAGE_CONTENT"))
+    assert "Paris:" in result.text()
+    assert result.events[-1]["type"] == "RUN_FINISHED" and result.events[-1]["threadId"] == "thread_af"
+
+
+def test_heartbeats_go_out_between_events(tmp_path) -> None:
+    with AppServer({"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": "80", "HEARTBEAT_SECONDS": "0.05"}) as app:
+        body = run_input([user("Hello there")])
+        result = post_agui(f"{app.url}/api/agent/ag-ui", body)  # validated with the comments in it
+    assert_well_formed(result, body)
+    lines = result.body.decode().split("\n")
+    first_text = next(i for i, line in enumerate(lines) if "TEXT_MESSAGE_CONTENT" in line)
+    last_text = max(i for i, line in enumerate(lines) if "TEXT_MESSAGE_CONTENT" in line)
+    assert ": ping" in lines[first_text:last_text]
