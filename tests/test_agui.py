@@ -16,13 +16,12 @@ from ag_ui_validate.pytest_plugin import assert_valid_agui
 from pydantic import TypeAdapter
 
 from settings import StreamSettings
+from streaming.agui import PROTOCOL_VERSION as OUR_VERSION
 from streaming.agui import (
-    AGENT_PROTOCOL,
     AGUIEncoder,
     declaration_tool,
     parse_run_input,
 )
-from streaming.agui import PROTOCOL_VERSION as OUR_VERSION
 from streaming.events import AgentCompleted, AgentStarted, Done, Error, TextDelta, ToolCall, ToolResult
 from streaming.request import RequestError
 from tests.agui_support import (
@@ -522,12 +521,6 @@ def test_text_arrives_token_by_token_and_leaving_stops_the_model(fake: FakeOpenA
     assert fake.wait_until(lambda f: f.cancelled_streams >= 1, 2.0), "the model call was not cancelled"
     assert time.monotonic() - closed_at < 2.0
     assert fake.wait_for_no_open_streams(2.0)
-
-
-def test_agent_protocol_is_what_the_route_uses() -> None:
-    import function_app
-
-    assert function_app.AGENT_PROTOCOL is AGENT_PROTOCOL and AGENT_PROTOCOL.client_tools
 
 
 def test_the_wire_contract_agent_frameworks_agui_chat_client_relies_on(offline_app: AppServer) -> None:
