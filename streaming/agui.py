@@ -111,10 +111,30 @@ _PROBLEMS = {
 }
 
 
+@functools.cache
+def _known_names() -> frozenset[str]:
+    """Every field name, alias and tag of the protocol's models: the only
+    words of an error location we repeat (pydantic also puts type names and
+    union descriptions there)."""
+    from ag_ui._generated import models
+    from pydantic import BaseModel
+
+    names = {"user", "assistant", "system", "developer", "tool", "activity", "reasoning"}
+    for model in vars(models).values():
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for name, info in model.model_fields.items():
+                names.update(n for n in (name, info.alias) if n)
+    return frozenset(names)
+
+
 def _where(loc: tuple[Any, ...]) -> str:
+    known = _known_names()
     path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in known:
+            path += f".{part}" if path else str(part)
     return path or "the body"
 
 

@@ -248,6 +248,7 @@ SECRET = "SECRET-do-not-echo-41"
             400,
             "invalid_run_input",
         ),
+        (run_input([{"id": "1", "role": "user", "content": [{"type": SECRET}]}]), 400, "invalid_run_input"),
         (run_input([]), 400, "missing_message"),
         (run_input([{"id": "s", "role": "system", "content": "only a system message"}]), 400, "missing_message"),
         (run_input([user("x" * 201)]), 413, "message_too_long"),
