@@ -571,3 +571,30 @@ def test_heartbeats_go_out_between_events(tmp_path) -> None:
     first_text = next(i for i, line in enumerate(lines) if "TEXT_MESSAGE_CONTENT" in line)
     last_text = max(i for i, line in enumerate(lines) if "TEXT_MESSAGE_CONTENT" in line)
     assert ": ping" in lines[first_text:last_text]
+
+
+async def test_the_offline_model_calls_a_client_tool_only_when_the_message_names_it() -> None:
+    from agent_framework import Message
+
+    from agents import build_weather_agent
+    from llm.offline import OfflineChatClient
+
+    agent = build_weather_agent(OfflineChatClient(delay=0))
+    notice = declaration_tool("show_notice", "Shows a notice.", json.dumps(NOTICE_TOOL["parameters"], sort_keys=True))
+
+    async def calls(text: str) -> list[tuple[str, dict]]:
+        stream = agent.run([Message(role="user", contents=[text])], stream=True, tools=[notice])
+        found = {}
+        async for update in stream:
+            for content in update.contents:
+                if content.type == "function_call" and content.arguments:
+                    found[content.call_id] = (content.name, content.parse_arguments())
+        return list(found.values())
+
+    # The JSON after the name is the arguments; its capitalised words are not places.
+    assert await calls('Please show_notice {"text": "Hello Bob"}') == [("show_notice", {"text": "Hello Bob"})]
+    assert await calls("Please run show_notice, and the weather in Lima") == [
+        ("get_weather", {"location": "Lima"}),
+        ("show_notice", {}),
+    ]
+    assert await calls("What do show_notices do?") == []  # not its name
