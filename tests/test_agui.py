@@ -32,7 +32,7 @@ from tests.agui_support import (
     run_input,
     user,
 )
-from tests.fake_openai import FakeOpenAI, error_response, text_response, tool_call_response
+from tests.fake_openai import FakeOpenAI, error_response, hang, text_response, tool_call_response
 from tests.support import AppServer
 
 LIMITS = StreamSettings(max_message_chars=200, max_body_bytes=4096, max_history_messages=6)
@@ -562,15 +562,26 @@ def test_the_wire_contract_agent_frameworks_agui_chat_client_relies_on(offline_a
     assert result.events[-1]["type"] == "RUN_FINISHED" and result.events[-1]["threadId"] == "thread_af"
 
 
-def test_heartbeats_go_out_between_events(tmp_path) -> None:
-    with AppServer({"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": "80", "HEARTBEAT_SECONDS": "0.05"}) as app:
-        body = run_input([user("Hello there")])
+def test_a_silent_model_gets_heartbeats_then_the_deadline_ends_the_run(fake: FakeOpenAI) -> None:
+    """The run's deadline and heartbeat are the shared pipeline's: a model
+    that sends headers and then nothing gets ``: ping`` comments between
+    the events, then one ``RUN_ERROR`` ``timeout``, and its call closed."""
+    values = {"OPENAI_BASE_URL": fake.openai_base_url, "OPENAI_API_KEY": KEY, "OPENAI_MODEL": "fake-model"}
+    fake.enqueue(hang(headers=True))
+    with AppServer({**values, "RUN_DEADLINE_SECONDS": "1", "HEARTBEAT_SECONDS": "0.05"}) as app:
+        body = run_input([user("Weather in Oslo?")])
         result = post_agui(f"{app.url}/api/agent/ag-ui", body)  # validated with the comments in it
     assert_well_formed(result, body)
+    assert result.events[-1] == {
+        "type": "RUN_ERROR",
+        "message": "The run did not finish within 1 seconds.",
+        "code": "timeout",
+    }
     lines = result.body.decode().split("\n")
-    first_text = next(i for i, line in enumerate(lines) if "TEXT_MESSAGE_CONTENT" in line)
-    last_text = max(i for i, line in enumerate(lines) if "TEXT_MESSAGE_CONTENT" in line)
-    assert ": ping" in lines[first_text:last_text]
+    step = next(i for i, line in enumerate(lines) if "STEP_STARTED" in line)
+    end = next(i for i, line in enumerate(lines) if "RUN_ERROR" in line)
+    assert lines[step:end].count(": ping") >= 3
+    assert fake.wait_for_no_open_streams(2.0) and fake.cancelled_streams == 1
 
 
 async def test_the_offline_model_calls_a_client_tool_only_when_the_message_names_it() -> None:
