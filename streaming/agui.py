@@ -353,6 +353,11 @@ class AGUIEncoder(Encoder):
         }
 
     def encode(self, event_id: Any, event: StreamEvent) -> bytes:
+        if type(event) is TextDelta and event.text and self._open is not None and event.agent == self._open_agent:
+            # The hot path: more text for the open message (our own id needs no escaping).
+            return (
+                f'data: {{"type":"TEXT_MESSAGE_CONTENT","messageId":"{self._open}","delta":{_json(event.text)}}}\n\n'
+            ).encode()
         out: list[dict[str, Any]] = []
         if not self._started:
             self._started = True
