@@ -493,6 +493,8 @@ def test_a_model_failure_is_one_run_error_and_nothing_after(fake: FakeOpenAI, mo
         "code": "upstream_error",
     }
     assert result.types.count("RUN_ERROR") == 1 and "RUN_FINISHED" not in result.types
+    # Client tools are per request: an earlier request's never stay on the shared agent.
+    assert [t["function"]["name"] for t in fake.requests[0].tools] == ["get_weather"]
 
 
 def test_bad_input_never_reaches_the_model(fake: FakeOpenAI, model_app) -> None:
