@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ag_ui_validate.pytest_plugin import assert_valid_agui
 
 from tests.fake_openai import FakeOpenAI, error_response
 from tests.support import ROOT, AppServer
@@ -29,7 +30,10 @@ def http_agent(scenario: str, base_url: str, tmp_path: Path) -> list[dict[str, A
         [node, str(SCRIPT), scenario, base_url, str(output)], cwd=ROOT, capture_output=True, text=True, timeout=90
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(output.read_text())["runs"]
+    runs = json.loads(output.read_text())["runs"]
+    for run in runs:  # every stream the client saw passes the conformance validator
+        assert_valid_agui(run["events"], max_warnings=0)
+    return runs
 
 
 def text_of(run: dict[str, Any]) -> str:
