@@ -116,11 +116,11 @@ def _known_names() -> frozenset[str]:
     """Every field name, alias and tag of the protocol's models: the only
     words of an error location we repeat (pydantic also puts type names and
     union descriptions there)."""
-    from ag_ui._generated import models
+    import ag_ui.core
     from pydantic import BaseModel
 
     names = {"user", "assistant", "system", "developer", "tool", "activity", "reasoning"}
-    for model in vars(models).values():
+    for model in vars(ag_ui.core).values():
         if isinstance(model, type) and issubclass(model, BaseModel):
             for name, info in model.model_fields.items():
                 names.update(n for n in (name, info.alias) if n)
