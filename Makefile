@@ -8,12 +8,12 @@ PY := $(VENV)/bin/python
 PORT ?= 7071
 PYTEST_ARGS ?=
 
-.PHONY: run test lint lock load soak bench memcheck system-deps node-deps clean help
+.PHONY: run test lint lock load soak bench memcheck system-deps node-deps agui-chat-client clean help
 
 help:
 	@echo "make run [PORT=7071]   serve the app locally (offline model unless configured)"
 	@echo "make test              install what the tests need and run the whole suite"
-	@echo "make lint | lock | load | soak | bench | memcheck | clean"
+	@echo "make lint | lock | load | soak | bench | memcheck | agui-chat-client | clean"
 
 $(PY):
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert (3, 10) <= v <= (3, 13), f"Python 3.10-3.13 needed, found {v}"'
@@ -60,6 +60,17 @@ test: $(VENV)/.dev system-deps node-deps
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Agent Framework's AGUIChatClient against the AG-UI endpoint, in its own
+# virtual environment (its pins cannot live beside the app's): optional.
+AGUI_CLIENT_VENV ?= .venv-agui-client
+$(AGUI_CLIENT_VENV)/.installed: tests/agui_chat_client/requirements.txt
+	$(PYTHON) -m venv $(AGUI_CLIENT_VENV)
+	$(AGUI_CLIENT_VENV)/bin/python -m pip install --quiet -r $<
+	@touch $@
+
+agui-chat-client: $(VENV)/.dev $(AGUI_CLIENT_VENV)/.installed
+	$(PY) -m tests.agui_chat_client.check $(AGUI_CLIENT_VENV)/bin/python
+
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -83,4 +94,4 @@ memcheck: $(VENV)/.dev
 	$(PY) -m bench.memcheck
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output
+	rm -rf $(VENV) $(AGUI_CLIENT_VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output
