@@ -212,56 +212,64 @@ def _context_message(context: list[Any], limits: StreamSettings) -> Any | None:
     return Message(role="system", contents=["Context from the application:\n" + "\n".join(lines)])
 
 
+#: What the model is told about a call the conversation went past unanswered.
+UNANSWERED = "The tool call was not answered: the conversation went on without its result."
+
+
 def _conversation(messages: list[Any], limits: StreamSettings) -> list[Any]:
-    """AG-UI messages -> Agent Framework messages, checked so the model
-    service accepts them: every tool message answers an earlier call, and
-    every call is answered."""
+    """AG-UI messages -> Agent Framework messages, in a shape the model
+    services accept: each call's result right after the message that made
+    it. A call the conversation went past unanswered (the user typed on, a
+    stream was cut) gets a failed result saying so; a result that answers
+    no open call is dropped. Agent Framework's own AG-UI server does the
+    same, so a front end's thread never becomes unusable."""
     from agent_framework import Content, Message
 
     if len(messages) > limits.max_history_messages + 1:
         raise RequestError(
             413, "too_many_messages", f"'messages' has more than {limits.max_history_messages} earlier messages."
         )
-    converted = []
-    unanswered: dict[str, str] = {}
+    converted: list[Any] = []
+    open_calls: dict[str, None] = {}  # calls of the latest assistant message still without a result
+
+    def close_open_calls() -> None:
+        for call_id in open_calls:
+            result = Content.from_function_result(call_id, result=UNANSWERED, exception=UNANSWERED)
+            converted.append(Message(role="tool", contents=[result]))
+        open_calls.clear()
+
     has_user = False
     for i, message in enumerate(messages):
         role = message.role
         where = f"messages[{i}]"
+        if role == "tool":
+            result = _text(message.content, f"{where}.content", limits)
+            error = _text(message.error, f"{where}.error", limits) if message.error else None
+            if message.tool_call_id in open_calls:
+                del open_calls[message.tool_call_id]
+                content = Content.from_function_result(message.tool_call_id, result=result, exception=error)
+                converted.append(Message(role="tool", contents=[content]))
+            continue
+        if role not in ("user", "system", "developer", "assistant"):
+            continue  # activity and reasoning messages are the UI's own: not sent to the model
+        close_open_calls()
         if role == "user":
             text = _text(message.content, f"{where}.content", limits)
             has_user = has_user or bool(text.strip())
             converted.append(Message(role="user", contents=[text]))
         elif role in ("system", "developer"):
             converted.append(Message(role="system", contents=[_text(message.content, f"{where}.content", limits)]))
-        elif role == "assistant":
+        else:
             contents: list[Any] = []
             if message.content:
                 contents.append(_text(message.content, f"{where}.content", limits))
             for j, call in enumerate(message.tool_calls or ()):
                 arguments = _text(call.function.arguments, f"{where}.toolCalls[{j}].function.arguments", limits)
                 contents.append(Content.from_function_call(call.id, call.function.name, arguments=arguments))
-                unanswered[call.id] = f"{where}.toolCalls[{j}]"
+                open_calls[call.id] = None
             if contents:
                 converted.append(Message(role="assistant", contents=contents))
-        elif role == "tool":
-            if unanswered.pop(message.tool_call_id, None) is None:
-                raise RequestError(
-                    400, "invalid_messages", f"'{where}.toolCallId' answers no earlier, unanswered assistant tool call."
-                )
-            result = _text(message.content, f"{where}.content", limits)
-            error = _text(message.error, f"{where}.error", limits) if message.error else None
-            converted.append(
-                Message(
-                    role="tool",
-                    contents=[Content.from_function_result(message.tool_call_id, result=result, exception=error)],
-                )
-            )
-        # activity and reasoning messages are the UI's own: not sent to the model.
-    if unanswered:
-        raise RequestError(
-            400, "invalid_messages", f"'{next(iter(unanswered.values()))}' has no tool message answering it."
-        )
+    close_open_calls()
     if not has_user:
         raise RequestError(400, "missing_message", "'messages' needs a user message.")
     return converted

@@ -217,6 +217,30 @@ def test_a_whole_conversation_maps_to_agent_framework_messages() -> None:
     assert request.client_tools == ()
 
 
+def test_calls_left_unanswered_get_a_failed_result_and_stray_results_are_dropped() -> None:
+    """The model services refuse a call without a result and a result
+    without a call: a thread where the user typed on past a client tool,
+    or whose stream was cut, must still go on."""
+    call = {"id": "c1", "type": "function", "function": {"name": "show_notice", "arguments": "{}"}}
+    body = run_input(
+        [
+            user("show a notice"),
+            {"id": "a1", "role": "assistant", "toolCalls": [call]},
+            user("never mind, weather in Oslo?"),
+            {"id": "t1", "role": "tool", "toolCallId": "c1", "content": "late"},  # the conversation went on
+            {"id": "t2", "role": "tool", "toolCallId": "nope", "content": "stray"},
+            {"id": "a2", "role": "assistant", "toolCalls": [{**call, "id": "c2"}]},
+        ]
+    )
+    messages = parse(body).to_messages()
+    assert [m.role for m in messages] == ["user", "assistant", "tool", "user", "assistant", "tool"]
+    for message, call_id in ((messages[2], "c1"), (messages[5], "c2")):
+        (result,) = message.contents
+        assert result.call_id == call_id and result.exception and "not answered" in result.result
+    kept = str([c.result for m in messages for c in m.contents if c.type == "function_result"])
+    assert "late" not in kept and "stray" not in kept
+
+
 def test_client_tools_become_cached_declaration_only_tools() -> None:
     body = run_input([user("hi")], tools=[NOTICE_TOOL])
     (tool,) = parse(body).client_tools
@@ -267,26 +291,6 @@ SECRET = "SECRET-do-not-echo-41"
             ),
             400,
             "unsupported_content",
-        ),
-        (
-            run_input([user("x"), {"id": "t", "role": "tool", "toolCallId": "nope", "content": "r"}]),
-            400,
-            "invalid_messages",
-        ),
-        (
-            run_input(
-                [
-                    user("x"),
-                    {
-                        "id": "a",
-                        "role": "assistant",
-                        "toolCalls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
-                    },
-                    user("y"),
-                ]
-            ),
-            400,
-            "invalid_messages",
         ),
         (run_input([user("x")], tools=[{**NOTICE_TOOL, "name": "get_weather"}]), 400, "invalid_tool"),
         (run_input([user("x")], tools=[NOTICE_TOOL, NOTICE_TOOL]), 400, "invalid_tool"),
@@ -611,3 +615,17 @@ async def test_the_offline_model_calls_a_client_tool_only_when_the_message_names
         ("show_notice", {}),
     ]
     assert await calls("What do show_notices do?") == []  # not its name
+
+
+def test_a_call_the_user_went_past_reaches_the_model_answered(fake: FakeOpenAI, model_app) -> None:
+    fake.enqueue(text_response(["Fine", "."]))
+    call = {"id": "c1", "type": "function", "function": {"name": "show_notice", "arguments": '{"text": "x"}'}}
+    history = [user("show a notice"), {"id": "a1", "role": "assistant", "toolCalls": [call]}, user("never mind")]
+    body = run_input(history, tools=[NOTICE_TOOL])
+    result = post_agui(f"{model_app.url}/api/agent/ag-ui", body)
+    assert_well_formed(result, body)
+    assert result.text() == "Fine."
+    sent = fake.requests[0].messages
+    roles = [m["role"] for m in sent]
+    assert roles[-4:] == ["user", "assistant", "tool", "user"]
+    assert sent[-2]["tool_call_id"] == "c1" and "not answered" in sent[-2]["content"]
