@@ -73,6 +73,28 @@ if (scenario === "weather") {
   const { agent, sent } = agentFor("/api/agent/ag-ui");
   agent.addMessage({ id: "u1", role: "user", content: "What is the weather in Oslo?" });
   runs.push(await run(agent, sent));
+} else if (scenario === "abort") {
+  // The user presses stop as the first words arrive.
+  const { agent, sent } = agentFor("/api/agent/ag-ui");
+  agent.addMessage({ id: "u1", role: "user", content: "Tell me a long story" });
+  const events = [];
+  const record = { events };
+  try {
+    await agent.runAgent(
+      {},
+      {
+        onEvent: ({ event }) => void events.push(event),
+        onTextMessageContentEvent: () => {
+          record.abortedAt = Date.now();
+          agent.abortRun();
+        },
+      },
+    );
+  } catch (error) {
+    record.rejected = String(error?.message ?? error);
+  }
+  record.request = sent.at(-1);
+  runs.push(record);
 } else {
   throw new Error(`unknown scenario ${scenario}`);
 }
