@@ -629,3 +629,24 @@ def test_a_call_the_user_went_past_reaches_the_model_answered(fake: FakeOpenAI, 
     roles = [m["role"] for m in sent]
     assert roles[-4:] == ["user", "assistant", "tool", "user"]
     assert sent[-2]["tool_call_id"] == "c1" and "not answered" in sent[-2]["content"]
+
+
+def test_a_browser_on_an_allowed_origin_may_post_with_a_function_key(offline_client: httpx.Client) -> None:
+    """CORS for browser front ends: locally ``Host.CORS`` (here
+    ``http://allowed.example``), in Azure the function app's CORS list."""
+    preflight = offline_client.options(
+        "/api/agent/ag-ui",
+        headers={
+            "Origin": "http://allowed.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-functions-key",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "http://allowed.example"
+    assert "x-functions-key" in preflight.headers["access-control-allow-headers"].lower()
+    other = offline_client.options(
+        "/api/agent/ag-ui",
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in other.headers
