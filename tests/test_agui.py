@@ -13,6 +13,8 @@ import pytest
 from ag_ui.core import PROTOCOL_VERSION, Event
 from ag_ui.encoder import EventEncoder
 from ag_ui_validate.pytest_plugin import assert_valid_agui
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from settings import StreamSettings
@@ -650,3 +652,88 @@ def test_a_browser_on_an_allowed_origin_may_post_with_a_function_key(offline_cli
         headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
     )
     assert "access-control-allow-origin" not in other.headers
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=12,
+)
+_ids = st.sampled_from(["c1", "c2", "c3"])
+_text_content = st.text(max_size=30) | st.lists(
+    st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=10)}), max_size=2
+)
+_call = st.fixed_dictionaries(
+    {
+        "id": _ids,
+        "type": st.just("function"),
+        "function": st.fixed_dictionaries({"name": st.text(max_size=8), "arguments": st.text(max_size=20)}),
+    }
+)
+_message = st.one_of(
+    st.fixed_dictionaries({"id": st.text(max_size=4), "role": st.just("user"), "content": _text_content}),
+    st.fixed_dictionaries(
+        {"id": st.text(max_size=4), "role": st.sampled_from(["system", "developer"]), "content": st.text(max_size=9)}
+    ),
+    st.fixed_dictionaries(
+        {"id": st.text(max_size=4), "role": st.just("assistant")},
+        optional={"content": st.text(max_size=20), "toolCalls": st.lists(_call, max_size=3)},
+    ),
+    st.fixed_dictionaries(
+        {"id": st.text(max_size=4), "role": st.just("tool"), "toolCallId": _ids, "content": _text_content},
+        optional={"error": st.text(max_size=5)},
+    ),
+    st.fixed_dictionaries(
+        {
+            "id": st.text(max_size=4),
+            "role": st.just("activity"),
+            "activityType": st.text(max_size=5),
+            "content": st.just({}),
+        }
+    ),
+    st.dictionaries(st.sampled_from(["id", "role", "content", "toolCalls"]), _json_values, max_size=4),  # anything
+)
+_run_inputs = st.fixed_dictionaries(
+    {"threadId": st.text(max_size=5), "runId": st.text(max_size=5), "messages": st.lists(_message, max_size=8)},
+    optional={
+        "tools": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "name": st.sampled_from(["show_notice", "get_weather", "x y", ""]) | st.text(max_size=6),
+                    "description": st.text(max_size=10),
+                },
+                optional={"parameters": _json_values},
+            ),
+            max_size=3,
+        ),
+        "context": st.lists(
+            st.fixed_dictionaries({"description": st.text(max_size=5), "value": st.text(max_size=5)}), max_size=2
+        ),
+        "state": _json_values,
+        "forwardedProps": _json_values,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.one_of(_run_inputs.map(lambda v: json.dumps(v).encode()), st.binary(max_size=200)))
+def test_the_parser_answers_anything_with_a_request_or_a_documented_4xx(body: bytes) -> None:
+    try:
+        request = parse_run_input(body, "application/json", LIMITS)
+    except RequestError as err:
+        assert err.status in (400, 413, 415) and err.code and err.message
+    else:
+        messages = request.to_messages()
+        assert any(m.role == "user" and m.text.strip() for m in messages)
+        # Every call has its result right after the message that made it, and no result is stray.
+        open_calls: set[str] = set()
+        for message in messages:
+            calls = {c.call_id for c in message.contents if c.type == "function_call"}
+            results = {c.call_id for c in message.contents if c.type == "function_result"}
+            if message.role == "tool":
+                assert results <= open_calls
+                open_calls -= results
+            else:
+                assert not open_calls
+                open_calls = calls
+        assert not open_calls
