@@ -73,6 +73,10 @@ if (scenario === "weather") {
   const { agent, sent } = agentFor("/api/agent/ag-ui");
   agent.addMessage({ id: "u1", role: "user", content: "What is the weather in Oslo?" });
   runs.push(await run(agent, sent));
+} else if (scenario === "workflow") {
+  const { agent, sent } = agentFor("/api/workflow/ag-ui");
+  agent.addMessage({ id: "u1", role: "user", content: "Research the weather in Oslo and write a poem" });
+  runs.push(await run(agent, sent));
 } else if (scenario === "abort") {
   // The user presses stop as the first words arrive.
   const { agent, sent } = agentFor("/api/agent/ag-ui");

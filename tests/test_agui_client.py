@@ -76,6 +76,21 @@ def test_http_agent_runs_a_client_tool_and_the_model_goes_on(offline_app: AppSer
     assert second["events"][-1]["type"] == "RUN_FINISHED" and "outcome" not in second["events"][-1]
 
 
+def test_http_agent_follows_the_workflow_step_by_step(offline_app: AppServer, tmp_path: Path) -> None:
+    (run,) = http_agent("workflow", offline_app.url, tmp_path)
+    assert "rejected" not in run
+    steps = [(e["type"], e["stepName"]) for e in run["events"] if e["type"].startswith("STEP_")]
+    assert steps == [
+        ("STEP_STARTED", "researcher"),
+        ("STEP_FINISHED", "researcher"),
+        ("STEP_STARTED", "writer"),
+        ("STEP_FINISHED", "writer"),
+    ]
+    answers = [m for m in run["messages"] if m["role"] == "assistant" and m.get("content")]
+    assert [m["name"] for m in answers] == ["researcher", "writer"]
+    assert "Oslo" in answers[1]["content"]
+
+
 @pytest.fixture
 def fake_app() -> Iterator[tuple[AppServer, FakeOpenAI]]:
     with FakeOpenAI(api_key="k") as fake:
