@@ -5,7 +5,8 @@
 //
 // Scenarios: weather (a question, then a second turn built from the
 // client's own messages), client-tool (a frontend tool round trip),
-// failure (one run that fails). Writes one JSON document to <output file>
+// workflow (researcher then writer), failure (one run that fails), abort
+// (stop on the first words). Writes one JSON document to <output file>
 // (not stdout: Node exits before a piped stdout drains): per run, the
 // events the client saw, its messages afterwards, what it resolved or
 // rejected with, and the request body it sent.
