@@ -11,8 +11,10 @@ stream of AG-UI events in SSE.
   into an :class:`AGUIRunRequest`: Agent Framework messages (function calls
   and results included) and declaration-only tools for the client's tools.
 * :class:`AGUIEncoder` turns our :class:`StreamEvent`\\ s into AG-UI events,
-  exactly as ``ag_ui.encoder.EventEncoder`` writes them (``data: {...}``,
-  camelCase, no nulls), without building a pydantic model per event.
+  as ``ag_ui.encoder.EventEncoder`` writes them (``data: {...}``, camelCase,
+  no nulls), without building a pydantic model per event, and with the
+  same JSON as our other encoders: U+2028, U+2029 and U+0085 escaped (line
+  readers such as httpx's split on them) and a lone surrogate replaced.
 
 Between the two, the run is the same code as for SSE, NDJSON and text
 (``streaming/http.py``): caps, deadline, heartbeat, disconnects. Heavy
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from settings import StreamSettings
-from streaming.encoders import Encoder
+from streaming.encoders import Encoder, _json, _utf8
 from streaming.events import (
     AgentCompleted,
     AgentStarted,
@@ -42,7 +44,7 @@ from streaming.events import (
     ToolCall,
     ToolResult,
 )
-from streaming.request import RequestError, read_body
+from streaming.request import RequestError
 
 #: The AG-UI version this module speaks, sent on ``RUN_STARTED`` (the spec
 #: requires it; the package does not add it). A test holds it equal to
@@ -306,10 +308,6 @@ def parse_run_input(
 # ---------------------------------------------------------------- the encoder
 
 
-def _json(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-
 def _content(result: Any) -> str:
     """``TOOL_CALL_RESULT.content`` as a string (what validators and most
     clients expect), JSON for structured results."""
@@ -363,9 +361,9 @@ class AGUIEncoder(Encoder):
     def encode(self, event_id: Any, event: StreamEvent) -> bytes:
         if type(event) is TextDelta and event.text and self._open is not None and event.agent == self._open_agent:
             # The hot path: more text for the open message (our own id needs no escaping).
-            return (
+            return _utf8(
                 f'data: {{"type":"TEXT_MESSAGE_CONTENT","messageId":"{self._open}","delta":{_json(event.text)}}}\n\n'
-            ).encode()
+            )
         out: list[dict[str, Any]] = []
         if not self._started:
             self._started = True
@@ -380,7 +378,7 @@ class AGUIEncoder(Encoder):
         handler = self._handlers.get(type(event))
         if handler is not None:
             handler(event, out)
-        return "".join(f"data: {_json(e)}\n\n" for e in out).encode()
+        return _utf8("".join(f"data: {_json(e)}\n\n" for e in out))
 
     def _new_id(self) -> str:
         self._count += 1
@@ -471,14 +469,13 @@ class AGUIEncoder(Encoder):
 
 @dataclass(frozen=True, slots=True)
 class AGUIProtocol:
-    """What ``stream_run`` needs from a protocol: read the request, and an
-    encoder for its stream. ``client_tools=False`` for the workflow."""
+    """What ``stream_run`` needs from a protocol: parse the body it read,
+    and an encoder for the stream. ``client_tools=False`` for the workflow."""
 
     client_tools: bool = True
 
-    async def parse(self, req: Any, limits: StreamSettings) -> AGUIRunRequest:
-        body = await read_body(req.stream(), req.headers.get("content-length"), limits)
-        return parse_run_input(body, req.headers.get("content-type"), limits, client_tools=self.client_tools)
+    def parse(self, body: bytes, content_type: str | None, limits: StreamSettings) -> AGUIRunRequest:
+        return parse_run_input(body, content_type, limits, client_tools=self.client_tools)
 
     def encoder(self, run_request: AGUIRunRequest) -> AGUIEncoder:
         return AGUIEncoder(thread_id=run_request.thread_id, run_id=run_request.run_id)

@@ -85,12 +85,22 @@ def test_our_protocol_version_is_the_pinned_packages() -> None:
 
 @pytest.mark.parametrize("end", [RUN[-1], Error("upstream_error", "The model service failed to answer.")])
 def test_each_event_is_byte_for_byte_what_the_protocols_encoder_writes(end) -> None:
-    frames = encode_all([*RUN[:-1], end]).decode().split("\n\n")
+    raw = encode_all([*RUN[:-1], end]).decode()
+    # The one difference: like our other encoders, the line breaks that line
+    # readers (httpx, str.splitlines) split on are escaped; the JSON is the same.
+    assert "\u2028" not in raw and "\\u2028" in raw
+    frames = raw.split("\n\n")
     assert frames.pop() == ""
     for frame in frames:
         assert frame.startswith("data: ")
         event = EVENTS.validate_json(frame[6:])  # the protocol's own model accepts it...
-        assert EventEncoder().encode(event) == frame + "\n\n"  # ...and writes the same bytes
+        theirs = EventEncoder().encode(event).translate({0x2028: "\\u2028", 0x2029: "\\u2029", 0x85: "\\u0085"})
+        assert theirs == frame + "\n\n"  # ...and writes the same bytes
+
+
+def test_a_lone_surrogate_from_the_model_does_not_break_the_stream() -> None:
+    events = [json.loads(f) for f in data_frames(encode_all([TextDelta("a\ud800b", "w"), TextDelta("\udfff", "w")]))]
+    assert [e.get("delta") for e in events if e["type"] == "TEXT_MESSAGE_CONTENT"] == ["a\ufffdb", "\ufffd"]
 
 
 def test_the_encoder_opens_closes_and_names_what_clients_need() -> None:
