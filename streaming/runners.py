@@ -12,18 +12,24 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from agent_framework import Agent, AgentResponseUpdate
 
-from agents import WEATHER_AGENT_NAME, build_weather_agent
 from settings import ModelSettings
 from streaming.events import AgentCompleted, AgentStarted, StreamEvent
 from streaming.mapping import UpdateMapper
 from streaming.request import RunRequest
-from tools import WeatherProvider
-from workflows import RESEARCHER_NAME, WRITER_NAME, build_research_agents, build_research_workflow
+
+if TYPE_CHECKING:
+    from agent_framework import Agent
+
+    from tools import WeatherProvider
+
+# The agents, the workflow and the tool import the Agent Framework (and the
+# OpenAI SDK with it): about a second. They load with the first run, inside
+# the runners, so that indexing the app, /api/health and every 4xx answer
+# never pay for them.
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +44,9 @@ def _agents(client: Any) -> tuple[Agent, Agent, Agent]:
     built once: a new agent or tool per request would register new
     OpenTelemetry instruments each time, which the default (proxy) meter
     provider keeps forever, a leak of about 3 KB per request."""
+    from agents import build_weather_agent
+    from workflows import build_research_agents
+
     return (build_weather_agent(client), *build_research_agents(client))
 
 
@@ -54,6 +63,8 @@ async def run_agent(
     request: RunRequest, client: Any, settings: ModelSettings, *, provider: WeatherProvider | None = None
 ) -> AsyncIterator[StreamEvent]:
     """The weather agent: its text, tool calls and results, then ``done``."""
+    from agents import WEATHER_AGENT_NAME, build_weather_agent
+
     agent = build_weather_agent(client, provider) if provider else _agents(client)[0]
     mapper = UpdateMapper()
     yield AgentStarted(WEATHER_AGENT_NAME)
@@ -74,6 +85,10 @@ async def run_workflow(
     request: RunRequest, client: Any, settings: ModelSettings, *, provider: WeatherProvider | None = None
 ) -> AsyncIterator[StreamEvent]:
     """Researcher then writer: each agent's start, text, tools and end."""
+    from agent_framework import AgentResponseUpdate
+
+    from workflows import RESEARCHER_NAME, WRITER_NAME, build_research_agents, build_research_workflow
+
     researcher, writer = build_research_agents(client, provider) if provider else _agents(client)[1:]
     workflow = build_research_workflow(researcher, writer)
     agents = {RESEARCHER_NAME, WRITER_NAME}
