@@ -8,12 +8,14 @@ PY := $(VENV)/bin/python
 PORT ?= 7071
 PYTEST_ARGS ?=
 
-.PHONY: run test lint lock load soak bench memcheck system-deps node-deps clean help
+.PHONY: run test lint lock load soak bench bench-quick memcheck system-deps node-deps clean help
 
 help:
 	@echo "make run [PORT=7071]   serve the app locally (offline model unless configured)"
 	@echo "make test              install what the tests need and run the whole suite"
-	@echo "make lint | lock | load | soak | bench | memcheck | clean"
+	@echo "make bench-quick          the benchmark table in about a minute (bench/results/latest.json)"
+	@echo "make bench               the full benchmark, with plots (several minutes)"
+	@echo "make lint | lock | load | soak | memcheck | clean"
 
 $(PY):
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert (3, 10) <= v <= (3, 13), f"Python 3.10-3.13 needed, found {v}"'
@@ -76,8 +78,13 @@ load: $(VENV)/.dev
 soak: $(VENV)/.dev
 	$(PY) -m bench.soak
 
+# Throughput against in-process and naive-handler baselines, concurrency and
+# start-up, in one run: a table, bench/results/latest.json and (bench) plots.
 bench: $(VENV)/.dev
-	$(PY) -m bench.overhead
+	$(PY) -m bench.run --plots
+
+bench-quick: $(VENV)/.dev
+	$(PY) -m bench.run --quick
 
 memcheck: $(VENV)/.dev
 	$(PY) -m bench.memcheck

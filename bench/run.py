@@ -55,6 +55,7 @@ TEXT_MARK = b'data: {"text"'  # a text event, in the app's SSE and in the seeds'
 DONE_MARK = b"event: done"
 PACE_S = 0.05  # 20 tokens/s
 LEVELS = (50, 100, 150, 200, 300)
+OFFLINE_VALUES = {"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": "0"}
 HEAVY_PAUSE_S = 0.2  # between blocks: lets the previous block's stragglers (closing sockets) settle
 
 
@@ -201,8 +202,14 @@ class BenchServer:
         raise RuntimeError(f"bench server did not start:\n{self.logs()}")
 
     def cpu(self) -> float:
-        times = self.ps.cpu_times()
-        return times.user + times.system
+        """CPU seconds of the server so far: from the scheduler's nanosecond
+        counters (Linux), which short blocks need; else psutil's 10 ms ticks."""
+        try:
+            tasks = Path(f"/proc/{self.ps.pid}/task").iterdir()
+            return sum(int((task / "schedstat").read_text().split()[0]) for task in tasks) / 1e9
+        except (OSError, ValueError):
+            times = self.ps.cpu_times()
+            return times.user + times.system
 
     def rss(self) -> int:
         return self.ps.memory_info().rss
@@ -326,6 +333,33 @@ async def throughput(kind: str, server: BenchServer, client: Any, rounds: int, s
     }
 
 
+async def compare_http(rounds: int, seconds: float) -> dict[str, Any]:
+    """The app's agent stream over uvicorn's h11 and httptools parsers (the
+    Functions extension's uvicorn takes httptools when it is installed),
+    servers interleaved round by round."""
+    servers = {http: BenchServer(OFFLINE_VALUES, http=http) for http in ("h11", "httptools")}
+    try:
+        for server in servers.values():
+            await asyncio.to_thread(server.wait_ready)
+        runners = {h: http_runner(s, APP_PATHS["agent"], MESSAGES["agent"]) for h, s in servers.items()}
+        for run_once in runners.values():
+            await run_once()
+        rows: dict[str, list[dict]] = {h: [] for h in servers}
+        for _ in range(rounds):
+            for http in random.sample(list(servers), len(servers)):
+                rows[http].append(await timed_block(runners[http], seconds, servers[http]))
+    finally:
+        for server in servers.values():
+            server.stop()
+    out: dict[str, Any] = {
+        h: {key: summary([r[key] for r in rows[h]]) for key in ("tokens_per_s", "cpu_us_per_token")} for h in rows
+    }
+    out["httptools_vs_h11"] = summary(
+        [t["tokens_per_s"] / h["tokens_per_s"] for t, h in zip(rows["httptools"], rows["h11"], strict=True)], 3
+    )
+    return out
+
+
 def summary(values: list[float], digits: int = 1) -> dict[str, Any]:
     """The median with its min and max (``None`` when nothing was measured)."""
     if not values:
@@ -399,11 +433,17 @@ async def concurrency(levels: tuple[int, ...], rounds: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-def import_seconds() -> float:
-    code = "import time; t = time.perf_counter(); import function_app; print(time.perf_counter() - t)"
+def import_seconds() -> tuple[float, float]:
+    """``import function_app`` in a fresh interpreter: wall and CPU seconds
+    (CPU time is what a busy machine cannot stretch)."""
+    code = (
+        "import time; t, c = time.perf_counter(), time.process_time(); import function_app; "
+        "print(time.perf_counter() - t, time.process_time() - c)"
+    )
     env = {k: v for k, v in os.environ.items() if k not in MODEL_VARIABLES}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    wall, cpu = out.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
 
 
 def runtime_install_mb() -> float:
@@ -426,7 +466,11 @@ def runtime_install_mb() -> float:
 
 def startup(samples: int = 5) -> dict[str, Any]:
     times = [import_seconds() for _ in range(samples)]
-    return {"import_function_app_s": summary(times, 3), "runtime_install_mb": runtime_install_mb()}
+    return {
+        "import_function_app_s": summary([wall for wall, _ in times], 3),
+        "import_function_app_cpu_s": summary([cpu for _, cpu in times], 3),
+        "runtime_install_mb": runtime_install_mb(),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -449,6 +493,12 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"  {kind}")
         for col in cols:
             print(f"    {col:24} {fig(row[col])}")
+    server = results.get("server")
+    if server:
+        print("\nserver (agent over HTTP, tokens per CPU-second; CPU µs per token):")
+        for http in ("h11", "httptools"):
+            print(f"    {http:10} {fig(server[http]['tokens_per_s'])}; {fig(server[http]['cpu_us_per_token'])}")
+        print(f"    httptools_vs_h11 {fig(server['httptools_vs_h11'])}")
     conc = results.get("concurrency")
     if conc:
         print(f"\nconcurrency: agent streams paced at {conc['pace_tokens_per_s']} tokens/s, opened at once")
@@ -460,6 +510,7 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"  max_streams_p99_50ms: {conc['max_streams_p99_50ms']}")
     start = results["startup"]
     print(f"\nstartup: import function_app {fig(start['import_function_app_s'], ' s')}", end="")
+    print(f" (CPU {fig(start['import_function_app_cpu_s'], ' s')})", end="")
     print(f"; runtime install {start['runtime_install_mb']} MB")
     print(f"machine: {results['machine']['cpus']} CPUs, load average {results['machine']['load_average']}")
 
@@ -529,7 +580,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from settings import model_settings
 
     results: dict[str, Any] = {"throughput": {}}
-    offline = BenchServer({"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": "0"}, http=args.http)
+    offline = BenchServer(OFFLINE_VALUES, http=args.http)
     fake = FakeModelProcess(chunk_delay=0.0, max_seconds=900).start()
     openai_values = {"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": API_KEY, "OPENAI_MODEL": MODEL}
     openai_server = BenchServer(openai_values, http=args.http)
@@ -546,6 +597,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         offline.stop()
         openai_server.stop()
         fake.stop()
+    if args.compare_http:
+        print("server: h11 vs httptools ...", flush=True)
+        results["server"] = await compare_http(args.rounds, args.seconds)
     print("concurrency ...", flush=True)
     results["concurrency"] = await concurrency(args.levels, args.concurrency_rounds)
     return results
@@ -556,11 +610,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (about a minute)")
     parser.add_argument("--plots", action="store_true", help="draw PNG plots into bench/results/")
     parser.add_argument("--http", default="auto", choices=("auto", "h11", "httptools"), help="uvicorn's HTTP parser")
+    parser.add_argument("--compare-http", action="store_true", help="also h11 against httptools (full: always)")
     parser.add_argument("--rounds", type=int, help="throughput rounds (quick 5, full 11)")
     parser.add_argument("--seconds", type=float, help="seconds per variant per round (quick 0.4, full 1.0)")
     parser.add_argument("--concurrency-rounds", type=int, help="bursts per level (quick 1, full 3)")
     parser.add_argument("--levels", type=lambda s: tuple(int(x) for x in s.split(",")), default=LEVELS)
     args = parser.parse_args(argv)
+    args.compare_http = args.compare_http or not args.quick
     args.rounds = args.rounds or (5 if args.quick else 11)
     args.seconds = args.seconds or (0.4 if args.quick else 1.0)
     args.concurrency_rounds = args.concurrency_rounds or (1 if args.quick else 3)
