@@ -381,7 +381,7 @@ async def burst(n: int) -> dict[str, Any]:
     server = BenchServer({"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": str(int(PACE_S * 1000))})
     try:
         await asyncio.to_thread(server.wait_ready)
-        await stream(server.port, APP_PATHS["agent"], MESSAGES["agent"])  # warm-up: imports, agents
+        await stream(server.port, APP_PATHS["agent"], "Weather in Oslo?")  # warm-up: imports, agents
         await asyncio.sleep(0.3)
         rss0, cpu0 = server.rss(), server.cpu()
         peak = rss0
