@@ -8,14 +8,15 @@ PY := $(VENV)/bin/python
 PORT ?= 7071
 PYTEST_ARGS ?=
 
-.PHONY: run test lint lock load soak bench bench-quick memcheck system-deps node-deps clean help
+.PHONY: run test lint lock soak bench bench-quick system-deps node-deps clean help
 
 help:
 	@echo "make run [PORT=7071]   serve the app locally (offline model unless configured)"
 	@echo "make test              install what the tests need and run the whole suite"
 	@echo "make bench-quick          the benchmark table in about a minute (bench/results/latest.json)"
 	@echo "make bench               the full benchmark, with plots (several minutes)"
-	@echo "make lint | lock | load | soak | memcheck | clean"
+	@echo "make soak                10 minutes of steady streams: errors, memory slope, fds"
+	@echo "make lint | lock | clean"
 
 $(PY):
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert (3, 10) <= v <= (3, 13), f"Python 3.10-3.13 needed, found {v}"'
@@ -72,9 +73,6 @@ lock: $(VENV)/.dev
 	$(PY) -m uv pip compile --universal --python-version 3.10 -q requirements.in -o requirements.txt
 	$(PY) -m uv pip compile --universal --python-version 3.10 -q requirements-dev.in -o requirements-dev.txt
 
-load: $(VENV)/.dev
-	$(PY) -m bench.load
-
 soak: $(VENV)/.dev
 	$(PY) -m bench.soak
 
@@ -85,9 +83,6 @@ bench: $(VENV)/.dev
 
 bench-quick: $(VENV)/.dev
 	$(PY) -m bench.run --quick
-
-memcheck: $(VENV)/.dev
-	$(PY) -m bench.memcheck
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output
