@@ -521,6 +521,43 @@ def print_table(results: dict[str, Any]) -> None:
     print(f"machine: {results['machine']['cpus']} CPUs, load average {results['machine']['load_average']}")
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """The README's table, from a results file (``python -m bench.run --markdown FILE``)."""
+
+    def m(s: dict[str, Any]) -> str:
+        if s["median"] is None:
+            return "-"
+        return f"{s['median']:,}" if s["min"] == s["max"] else f"{s['median']:,} ({s['min']:,}-{s['max']:,})"
+
+    t = results["throughput"]
+    rows = ["| throughput (tokens per CPU-second) | agent | workflow | openai |", "| --- | --- | --- | --- |"]
+    for key in ("inprocess_tokens_per_s", "http_tokens_per_s", "seed_tokens_per_s", "http_vs_inprocess"):
+        rows.append(f"| `{key}` | " + " | ".join(m(t[k][key]) for k in ("agent", "workflow", "openai")) + " |")
+    for key in ("seed_vs_inprocess", "http_vs_seed", "http_cpu_us_per_token"):
+        rows.append(f"| `{key}` | " + " | ".join(m(t[k][key]) for k in ("agent", "workflow", "openai")) + " |")
+    conc = results["concurrency"]
+    rows += ["", "| concurrent agent streams (20 tokens/s) | " + " | ".join(conc["levels"]) + " |"]
+    rows.append("| --- |" + " --- |" * len(conc["levels"]))
+    for key in ("errors", "added_gap_p50_ms", "added_gap_p99_ms", "ttfb_p50_ms", "cpu_us_per_token"):
+        rows.append(f"| `{key}` | " + " | ".join(m(v[key]) for v in conc["levels"].values()) + " |")
+    rows.append("| `rss_kib_per_stream` | " + " | ".join(m(v["rss_kib_per_stream"]) for v in conc["levels"].values()))
+
+    start, mach = results["startup"], results["machine"]
+    rows += [
+        "",
+        f"`max_streams_p99_50ms`: {conc['max_streams_p99_50ms']}. Start-up: `import function_app` "
+        f"{m(start['import_function_app_s'])} s wall, {m(start['import_function_app_cpu_s'])} s CPU "
+        f"(`azure.functions` and its FastAPI extension alone: {m(start['import_functions_library_cpu_s'])} s CPU); "
+        f"runtime install {start['runtime_install_mb']} MB.",
+        "",
+        f"Machine: {mach['cpus']} vCPUs, {mach['memory_gib']} GiB, Python {mach['python']}, {mach['platform']}; "
+        f"load average {mach['load_average']} at the end; commit `{mach['git_commit']}`; "
+        f"{results['settings']['rounds']} throughput rounds, {results['settings']['concurrency_rounds']} "
+        "bursts per level; median (min-max).",
+    ]
+    return "\n".join(rows)
+
+
 def plot(results: dict[str, Any]) -> list[Path]:
     import matplotlib
 
@@ -621,7 +658,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="seconds per variant per round (quick 0.4, full 1.0)")
     parser.add_argument("--concurrency-rounds", type=int, help="bursts per level (quick 1, full 3)")
     parser.add_argument("--levels", type=lambda s: tuple(int(x) for x in s.split(",")), default=LEVELS)
+    parser.add_argument("--markdown", type=Path, metavar="FILE", help="print FILE's results as the README's table")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return 0
     args.compare_http = args.compare_http or not args.quick
     args.rounds = args.rounds or (5 if args.quick else 11)
     args.seconds = args.seconds or (0.4 if args.quick else 1.0)
@@ -639,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plots:
         for path in plot(results):
             print(f"plot: {path.relative_to(ROOT)}")
+    print(f"\n{markdown(results)}\n")
     print(f"wrote bench/results/latest.json in {results['duration_s']} s")
     return 0
 
