@@ -540,7 +540,8 @@ def markdown(results: dict[str, Any]) -> str:
     rows.append("| --- |" + " --- |" * len(conc["levels"]))
     for key in ("errors", "added_gap_p50_ms", "added_gap_p99_ms", "ttfb_p50_ms", "cpu_us_per_token"):
         rows.append(f"| `{key}` | " + " | ".join(m(v[key]) for v in conc["levels"].values()) + " |")
-    rows.append("| `rss_kib_per_stream` | " + " | ".join(m(v["rss_kib_per_stream"]) for v in conc["levels"].values()))
+    rss = " | ".join(m(v["rss_kib_per_stream"]) for v in conc["levels"].values())
+    rows.append(f"| `rss_kib_per_stream` | {rss} |")
 
     start, mach = results["startup"], results["machine"]
     rows += [
