@@ -26,10 +26,10 @@ if TYPE_CHECKING:
 
     from tools import WeatherProvider
 
-# The agents, the workflow and the tool import the Agent Framework (and the
-# OpenAI SDK with it): about a second. They load with the first run, inside
-# the runners, so that indexing the app, /api/health and every 4xx answer
-# never pay for them.
+# The agents, the workflow and the tool import the Agent Framework (and
+# llm's OpenAI client the SDK: together about a second). They load with the
+# first run, inside the runners, so that indexing the app, /api/health and
+# every 4xx answer never pay for them.
 
 logger = logging.getLogger(__name__)
 
