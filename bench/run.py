@@ -473,7 +473,11 @@ def runtime_install_mb() -> float:
         requirement = Requirement(line)
         if requirement.marker and not requirement.marker.evaluate():
             continue
-        dist = metadata.distribution(requirement.name)
+        try:
+            dist = metadata.distribution(requirement.name)
+        except metadata.PackageNotFoundError:  # an out-of-date venv: count what is there, name what is not
+            print(f"runtime_install_mb: {requirement.name} is not installed (run `make .venv/.dev`)", file=sys.stderr)
+            continue
         total += sum(dist.locate_file(f).stat().st_size for f in dist.files or () if dist.locate_file(f).exists())
     return round(total / 1e6, 1)
 
