@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import statistics
 import subprocess
@@ -43,7 +42,7 @@ import psutil
 from bench.common import RESULTS_DIR, ROOT, FakeModelProcess, machine, percentile, write_results
 from bench.fake_model import API_KEY, MODEL
 from bench.server import SEED_AGENT_PATH, SEED_WORKFLOW_PATH
-from tests.support import MODEL_VARIABLES, free_port
+from tests.support import hermetic_environ
 
 MESSAGES = {
     "agent": "What is the weather in Seattle, Paris, Oslo, Tokyo and Lima?",
@@ -163,26 +162,17 @@ class BenchServer:
     seed handlers) on a free port, with its own settings file."""
 
     def __init__(self, values: dict[str, str], *, http: str = "auto") -> None:
-        self.port = free_port()
+        self.port = 0
         self._dir = tempfile.TemporaryDirectory(prefix="bench-")
         settings = Path(self._dir.name) / "local.settings.json"
         settings.write_text(json.dumps({"Values": {"STREAM_AUTH_LEVEL": "anonymous", **values}}))
-        env = {k: v for k, v in os.environ.items() if k not in MODEL_VARIABLES}
+        self._port_file = Path(self._dir.name) / "port"
         self._log = (Path(self._dir.name) / "server.log").open("wb")
+        args = ["--port-file", str(self._port_file), "--settings", str(settings), "--http", http]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.server",
-                "--port",
-                str(self.port),
-                "--settings",
-                str(settings),
-                "--http",
-                http,
-            ],
+            [sys.executable, "-m", "bench.server", *args],
             cwd=ROOT,
-            env=env,
+            env=hermetic_environ(),
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -193,11 +183,14 @@ class BenchServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"bench server exited:\n{self.logs()}")
+            if not self.port and self._port_file.exists():
+                self.port = int(self._port_file.read_text() or 0)
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/api/health", timeout=1).status_code == 200:
+                if self.port and httpx.get(f"http://127.0.0.1:{self.port}/api/health", timeout=1).status_code == 200:
                     return self
             except httpx.TransportError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"bench server did not start:\n{self.logs()}")
 
@@ -239,10 +232,11 @@ def inprocess_runner(kind: str, client: Any) -> Callable[[], Awaitable[int]]:
     every HTTP variant builds on. Returns the text chunks of one run."""
     from agent_framework import AgentResponseUpdate
 
+    from settings import run_limits
     from streaming.runners import _agents
     from workflows import build_research_workflow
 
-    agent, researcher, writer = _agents(client)
+    agent, researcher, writer = _agents(client, run_limits().max_output_tokens)
 
     async def agent_run() -> int:
         return sum([1 async for update in agent.run(MESSAGES["agent"], stream=True) if update.text])
@@ -378,7 +372,9 @@ def summary(values: list[float], digits: int = 1) -> dict[str, Any]:
 
 
 async def burst(n: int) -> dict[str, Any]:
-    server = BenchServer({"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": str(int(PACE_S * 1000))})
+    # MAX_CONCURRENT_RUNS (default 64) would answer 503 past its cap: raised, to measure what one worker holds.
+    paced = {"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": str(int(PACE_S * 1000))}
+    server = BenchServer({**paced, "MAX_CONCURRENT_RUNS": "1000"})
     try:
         await asyncio.to_thread(server.wait_ready)
         await stream(server.port, APP_PATHS["agent"], "Weather in Oslo?")  # warm-up: imports, agents
@@ -454,8 +450,9 @@ def import_seconds(module: str = "function_app") -> tuple[float, float]:
         f"import time; t, c = time.perf_counter(), time.process_time(); import {module}; "
         "print(time.perf_counter() - t, time.process_time() - c)"
     )
-    env = {k: v for k, v in os.environ.items() if k not in MODEL_VARIABLES}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=hermetic_environ(), capture_output=True, text=True, check=True
+    )
     wall, cpu = out.stdout.strip().splitlines()[-1].split()
     return float(wall), float(cpu)
 

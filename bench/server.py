@@ -1,4 +1,4 @@
-"""``python -m bench.server --port N [--settings FILE] [--http auto|h11|httptools]``:
+"""``python -m bench.server --port-file FILE [--settings FILE] [--http auto|h11|httptools]``:
 the app exactly as ``python -m devhost`` builds it, plus the seeds' naive
 handlers on the same server, the same model client and the same agents.
 
@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from devhost.__main__ import bind
 from devhost.app import ROOT, create_app
 
 SEED_AGENT_PATH = "/seed/agent/stream"
@@ -40,11 +41,12 @@ async def _message(request: Request) -> str:
 
 async def seed_agent(request: Request) -> Response:
     import llm
+    from settings import run_limits
     from streaming.runners import _agents  # the app's own agents for this client: same model, same tool
 
     message = await _message(request)
     client, _ = llm.chat_client()
-    agent = _agents(client)[0]
+    agent = _agents(client, run_limits().max_output_tokens)[0]
 
     async def generate() -> AsyncIterator[str]:
         async for chunk in agent.run(message, stream=True):
@@ -58,12 +60,13 @@ async def seed_workflow(request: Request) -> Response:
     from agent_framework import AgentResponseUpdate
 
     import llm
+    from settings import run_limits
     from streaming.runners import _agents
     from workflows import build_research_workflow
 
     message = await _message(request)
     client, _ = llm.chat_client()
-    workflow = build_research_workflow(*_agents(client)[1:])  # one per request, as the app does
+    workflow = build_research_workflow(*_agents(client, run_limits().max_output_tokens)[1:])  # one per request
 
     async def generate() -> AsyncIterator[str]:
         async for event in workflow.run(message, stream=True):
@@ -76,20 +79,26 @@ async def seed_workflow(request: Request) -> Response:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.server", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port-file", type=Path, required=True, help="where to write the free port it serves on")
     parser.add_argument("--settings", type=Path, default=None)
     parser.add_argument("--http", default="auto", choices=("auto", "h11", "httptools"))
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app, _ = create_app(settings_file=args.settings)
+    app, _ = create_app(settings_file=args.settings, bound="127.0.0.1")
     app.router.routes += [
         Route(SEED_AGENT_PATH, seed_agent, methods=["POST"]),
         Route(SEED_WORKFLOW_PATH, seed_workflow, methods=["POST"]),
     ]
-    # As devhost runs it (uvicorn defaults), with the HTTP implementation chosen.
-    uvicorn.run(app, host="127.0.0.1", port=args.port, http=args.http, log_level=args.log_level.lower())
+    # As devhost runs it (its socket, uvicorn's defaults), with the HTTP implementation chosen.
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=args.http, log_level=args.log_level.lower())
+    partial = args.port_file.with_suffix(".partial")
+    partial.write_text(str(port))
+    partial.replace(args.port_file)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

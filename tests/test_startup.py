@@ -2,17 +2,19 @@
 every cold start) loads neither the Agent Framework nor the OpenAI SDK nor
 anything else only a model run needs, and neither do the answers that need
 no model (/api/health, a 4xx). Each check runs in a fresh interpreter, so
-what other tests imported cannot hide a regression."""
+what other tests imported cannot hide a regression. And the local host's
+socket does not hold small writes back."""
 
 from __future__ import annotations
 
 import json
-import os
+import socket
 import subprocess
 import sys
 import textwrap
 
-from tests.support import MODEL_VARIABLES, ROOT
+from devhost.__main__ import bind
+from tests.support import ROOT, hermetic_environ
 
 # Loaded by the first model run, never before: together about a second of
 # start-up. (The Functions extension itself loads opentelemetry's context
@@ -53,8 +55,7 @@ PROBE = textwrap.dedent(
 
 
 def run_probe() -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in MODEL_VARIABLES}
-    env["MODEL_PROVIDER"] = "offline"
+    env = {**hermetic_environ(), "MODEL_PROVIDER": "offline"}
     script = f"HEAVY = {HEAVY!r}\n{PROBE}"
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
@@ -68,3 +69,13 @@ def test_importing_the_app_and_answering_without_a_model_load_nothing_heavy() ->
     assert found["after_import"] == [], "imported at start-up: " + ", ".join(found["after_import"])
     assert found["statuses"] == [200, 400]
     assert found["after_answers"] == [], "imported by /api/health or a 4xx: " + ", ".join(found["after_answers"])
+
+
+def test_local_host_connections_have_tcp_nodelay() -> None:
+    """``socket.create_server`` leaves the protocol 0, so asyncio does not set
+    TCP_NODELAY on what it accepts: each SSE event (a small write) would wait
+    on Nagle against the client's delayed ACK, up to 40 ms."""
+    with bind("127.0.0.1", 0) as listener, socket.create_connection(listener.getsockname()):
+        accepted, _ = listener.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
