@@ -371,13 +371,20 @@ def summary(values: list[float], digits: int = 1) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-async def burst(n: int) -> dict[str, Any]:
-    # MAX_CONCURRENT_RUNS (default 64) would answer 503 past its cap: raised, to measure what one worker holds.
+async def paced_server() -> BenchServer:
+    """A fresh, warmed-up server with the paced offline model.
+    ``MAX_CONCURRENT_RUNS`` (default 64) answers 503 past its cap: raised,
+    to measure what one worker holds."""
     paced = {"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": str(int(PACE_S * 1000))}
     server = BenchServer({**paced, "MAX_CONCURRENT_RUNS": "1000"})
+    await asyncio.to_thread(server.wait_ready)
+    await stream(server.port, APP_PATHS["agent"], "Weather in Oslo?")  # warm-up: imports, agents
+    return server
+
+
+async def burst(n: int, server: BenchServer) -> dict[str, Any]:
+    """``n`` streams opened at once on ``server``, which is stopped afterwards."""
     try:
-        await asyncio.to_thread(server.wait_ready)
-        await stream(server.port, APP_PATHS["agent"], "Weather in Oslo?")  # warm-up: imports, agents
         await asyncio.sleep(0.3)
         rss0, cpu0, busy0, driver0 = server.rss(), server.cpu(), machine_busy(), time.process_time()
         started = time.perf_counter()
@@ -416,8 +423,10 @@ async def burst(n: int) -> dict[str, Any]:
 async def concurrency(levels: tuple[int, ...], rounds: int) -> dict[str, Any]:
     per_level: dict[int, list[dict]] = {n: [] for n in levels}
     for _ in range(rounds):  # levels interleaved: drift on the machine hits all alike
-        for n in levels:
-            per_level[n].append(await burst(n))
+        # Started together (idle servers cost nothing during the bursts), each used for one burst.
+        servers = await asyncio.gather(*(paced_server() for _ in levels))
+        for n, server in zip(levels, servers, strict=True):
+            per_level[n].append(await burst(n, server))
     out: dict[str, Any] = {"pace_tokens_per_s": round(1 / PACE_S), "rounds": rounds, "levels": {}}
     for n, rows in per_level.items():
         level = {key: summary([r[key] for r in rows if r[key] is not None]) for key in rows[0] if key != "first_error"}
@@ -675,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http", default="auto", choices=("auto", "h11", "httptools"), help="uvicorn's HTTP parser")
     parser.add_argument("--compare-http", action="store_true", help="also h11 against httptools (full: always)")
     parser.add_argument("--rounds", type=int, help="throughput rounds (quick 5, full 11)")
-    parser.add_argument("--seconds", type=float, help="seconds per variant per round (quick 0.4, full 1.0)")
+    parser.add_argument("--seconds", type=float, help="seconds per variant per round (quick 0.3, full 1.0)")
     parser.add_argument("--concurrency-rounds", type=int, help="bursts per level (quick 1, full 3)")
     parser.add_argument("--levels", type=lambda s: tuple(int(x) for x in s.split(",")), default=LEVELS)
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="print FILE's results as the README's table")
@@ -685,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.compare_http = args.compare_http or not args.quick
     args.rounds = args.rounds or (5 if args.quick else 11)
-    args.seconds = args.seconds or (0.4 if args.quick else 1.0)
+    args.seconds = args.seconds or (0.3 if args.quick else 1.0)
     args.concurrency_rounds = args.concurrency_rounds or (1 if args.quick else 3)
     started = time.perf_counter()
     results = asyncio.run(main_async(args))
