@@ -8,12 +8,15 @@ PY := $(VENV)/bin/python
 PORT ?= 7071
 PYTEST_ARGS ?=
 
-.PHONY: run test lint lock load soak bench memcheck mutate system-deps node-deps agui-chat-client clean help
+.PHONY: run test lint lock soak bench bench-quick mutate system-deps node-deps agui-chat-client clean help
 
 help:
 	@echo "make run [PORT=7071]   serve the app locally (offline model unless configured)"
 	@echo "make test              install what the tests need and run the whole suite"
-	@echo "make lint | lock | load | soak | bench | memcheck | mutate | agui-chat-client | clean"
+	@echo "make bench-quick       the benchmark table, fewer rounds (bench/results/latest.json)"
+	@echo "make bench             the full benchmark, with plots (several minutes)"
+	@echo "make soak              10 minutes of steady streams: errors, memory slope, fds"
+	@echo "make lint | lock | mutate | agui-chat-client | clean"
 
 # PYTHON may name a pyenv version that is installed but not active (the
 # shim then refuses to run it): use that version's interpreter directly.
@@ -88,17 +91,16 @@ lock: $(VENV)/.dev
 	$(PY) -m uv pip compile --universal --python-version 3.11 -q requirements.in -o requirements.txt
 	$(PY) -m uv pip compile --universal --python-version 3.11 -q requirements-dev.in -o requirements-dev.txt
 
-load: $(VENV)/.dev
-	$(PY) -m bench.load
-
 soak: $(VENV)/.dev
 	$(PY) -m bench.soak
 
+# Throughput against in-process and naive-handler baselines, concurrency and
+# start-up, in one run: a table, bench/results/latest.json and (bench) plots.
 bench: $(VENV)/.dev
-	$(PY) -m bench.overhead
+	$(PY) -m bench.run --plots
 
-memcheck: $(VENV)/.dev
-	$(PY) -m bench.memcheck
+bench-quick: $(VENV)/.dev
+	$(PY) -m bench.run --quick
 
 # Mutation testing (mutmut; configuration in pyproject.toml): slow (an hour
 # or more on 2 cores), so CI does not run it. MUTATE picks mutants by name,
