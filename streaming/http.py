@@ -15,7 +15,7 @@ import uuid
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
 import llm
-from settings import SettingsError, stream_settings
+from settings import SettingsError, stream_settings, weather_settings
 from streaming.encoders import choose_encoder
 from streaming.pipeline import guard
 from streaming.request import RequestError, parse_body, parse_query, read_body
@@ -66,6 +66,7 @@ async def _stream_run(req: Request, runner: Runner) -> Response:
             body = await read_body(req.stream(), req.headers.get("content-length"), limits)
             run_request = parse_body(body, req.headers.get("content-type"), limits)
         client, model = llm.chat_client()
+        weather_settings()  # checked here: a bad weather setting is a 503, not a broken stream
     except RequestError as exc:
         return JSONResponse(exc.body(), status_code=exc.status)
     except SettingsError as exc:

@@ -1,8 +1,10 @@
 """Runners: run the weather agent or the workflow for one request and
 yield stream events. The two triggers differ only in which runner they use.
 
-Agents are built once per chat client and shared (see :func:`_agents`); a
-workflow is built per request, since one workflow instance cannot run
+Agents are built once per chat client and weather provider and shared
+(see :func:`_agents`); the provider is chosen per request from the settings
+(``WEATHER_PROVIDER``), so a settings change needs no restart. A workflow
+is built per request, since one workflow instance cannot run
 twice at once. Each runner always closes the framework stream it opened:
 leaving the loop early does not close the model's HTTP call by itself.
 """
@@ -22,7 +24,7 @@ from settings import ModelSettings
 from streaming.events import AgentCompleted, AgentStarted, StreamEvent
 from streaming.mapping import UpdateMapper
 from streaming.request import RunRequest
-from tools import WeatherProvider
+from tools import WeatherProvider, weather_provider
 from workflows import RESEARCHER_NAME, WRITER_NAME, build_research_agents, build_research_workflow
 
 logger = logging.getLogger(__name__)
@@ -33,12 +35,17 @@ CLOSE_TIMEOUT_S = 2.0
 
 
 @functools.lru_cache(maxsize=8)
-def _agents(client: Any) -> tuple[Agent, Agent, Agent]:
-    """The weather agent, the researcher and the writer for ``client``,
-    built once: a new agent or tool per request would register new
-    OpenTelemetry instruments each time, which the default (proxy) meter
-    provider keeps forever, a leak of about 3 KB per request."""
-    return (build_weather_agent(client), *build_research_agents(client))
+def _agents(client: Any, provider: WeatherProvider) -> tuple[Agent, Agent, Agent]:
+    """The weather agent, the researcher and the writer for ``client`` and
+    ``provider``, built once: a new agent or tool per request would register
+    new OpenTelemetry instruments each time, which the default (proxy) meter
+    provider keeps forever, a leak of about 3 KB per request. Providers are
+    kept per settings (``tools.weather_provider``), so this key is stable."""
+    return (build_weather_agent(client, provider), *build_research_agents(client, provider))
+
+
+def _shared_agents(client: Any, settings: ModelSettings) -> tuple[Agent, Agent, Agent]:
+    return _agents(client, weather_provider(settings.provider))
 
 
 async def close_stream(stream: Any) -> None:
@@ -54,7 +61,7 @@ async def run_agent(
     request: RunRequest, client: Any, settings: ModelSettings, *, provider: WeatherProvider | None = None
 ) -> AsyncIterator[StreamEvent]:
     """The weather agent: its text, tool calls and results, then ``done``."""
-    agent = build_weather_agent(client, provider) if provider else _agents(client)[0]
+    agent = build_weather_agent(client, provider) if provider else _shared_agents(client, settings)[0]
     mapper = UpdateMapper()
     yield AgentStarted(WEATHER_AGENT_NAME)
     stream = agent.run(request.to_messages(), stream=True)
@@ -74,7 +81,7 @@ async def run_workflow(
     request: RunRequest, client: Any, settings: ModelSettings, *, provider: WeatherProvider | None = None
 ) -> AsyncIterator[StreamEvent]:
     """Researcher then writer: each agent's start, text, tools and end."""
-    researcher, writer = build_research_agents(client, provider) if provider else _agents(client)[1:]
+    researcher, writer = build_research_agents(client, provider) if provider else _shared_agents(client, settings)[1:]
     workflow = build_research_workflow(researcher, writer)
     agents = {RESEARCHER_NAME, WRITER_NAME}
     mapper = UpdateMapper()

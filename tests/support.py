@@ -34,7 +34,22 @@ MODEL_VARIABLES = (
     "OPENAI_MODEL",
     "OPENAI_CHAT_COMPLETION_MODEL",
     "WEBSITE_INSTANCE_ID",
+    "WEATHER_PROVIDER",
+    "GEOCODING_API_BASE_URL",
+    "WEATHER_API_BASE_URL",
+    "WEATHER_CACHE_SECONDS",
+    "WEATHER_TIMEOUT_SECONDS",
 )
+
+# Weather defaults for every served app: the offline sample data, and should
+# a test choose Open-Meteo without pointing it at tests/fake_open_meteo.py, a
+# closed loopback port rather than the internet. A test's values override these.
+NO_NETWORK_URL = "http://127.0.0.1:9/v1"
+WEATHER_DEFAULTS = {
+    "WEATHER_PROVIDER": "offline",
+    "GEOCODING_API_BASE_URL": NO_NETWORK_URL,
+    "WEATHER_API_BASE_URL": NO_NETWORK_URL,
+}
 
 
 def free_port() -> int:
@@ -59,7 +74,8 @@ class AppServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._dir = tempfile.TemporaryDirectory(prefix="devhost-")
         self.settings_file = Path(self._dir.name) / "local.settings.json"
-        self.settings_file.write_text(json.dumps({"Values": dict(values or {}), "Host": dict(host or {})}))
+        settings = {"Values": {**WEATHER_DEFAULTS, **(values or {})}, "Host": dict(host or {})}
+        self.settings_file.write_text(json.dumps(settings))
         self.log_file = Path(self._dir.name) / "devhost.log"
         self._env = {k: v for k, v in os.environ.items() if k not in MODEL_VARIABLES}
         self._env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
