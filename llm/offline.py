@@ -96,8 +96,12 @@ def _reports(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return reports
 
 
+_GENERIC_FAILURE = re.compile(r"^Error: Function failed\.(?: Exception: )?")
+
+
 def _failed_places(messages: Sequence[Message]) -> list[str]:
-    """Places whose ``get_weather`` call failed, from the calls' arguments."""
+    """Places whose ``get_weather`` call failed, from the calls' arguments, each with the
+    reason the tool gave (when the client passes it on)."""
     asked: dict[str, str] = {}
     failed: list[str] = []
     for message in messages:
@@ -105,7 +109,9 @@ def _failed_places(messages: Sequence[Message]) -> list[str]:
             if content.type == "function_call" and content.call_id:
                 asked[content.call_id] = str((content.parse_arguments() or {}).get("location", "that place"))
             elif content.type == "function_result" and content.exception is not None:
-                failed.append(asked.get(content.call_id or "", "one place"))
+                place = asked.get(content.call_id or "", "one place")
+                reason = _GENERIC_FAILURE.sub("", str(content.result or "")).strip()
+                failed.append(f"{place} ({reason})" if reason else place)
     return failed
 
 
@@ -177,7 +183,7 @@ class OfflineChatClient(FunctionInvocationLayer[Any], BaseChatClient[Any]):
             answer = f"Here is the current weather. {answer} (Offline sample data, not a forecast.)"
             failed = _failed_places(turn)
             if failed:
-                answer += f" I could not get the weather for {', '.join(failed)}: the weather service failed."
+                answer += f" I could not get the weather for {'; '.join(failed)}."
         else:
             answer = self._write(asked, messages)
 

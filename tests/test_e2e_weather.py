@@ -146,6 +146,11 @@ def test_the_offline_model_keeps_the_offline_weather(model: FakeOpenAI, weather:
         (result,) = tool_results(events)
         assert (result["result"]["temperature_c"], result["result"]["country_code"]) == (-3.2, "NO")
         assert weather.calls("forecast") == 1
+        # And it relays a failure's reason, as a real model would.
+        events = ask(forced, "Weather in Atlantis?")
+        (result,) = tool_results(events)
+        text = "".join(e.data["text"] for e in events if e.event == "message")
+        assert result["is_error"] and "No place named 'Atlantis' was found" in text
 
 
 def test_a_bad_weather_setting_is_a_503_before_streaming(weather: FakeOpenMeteo) -> None:
