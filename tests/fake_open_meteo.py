@@ -365,7 +365,7 @@ class FakeOpenMeteo:
         if fault == "bad_request":
             return JSONResponse({"error": True, "reason": "Parameter 'latitude' is out of range"}, status_code=400)
         if fault == "hang":
-            with contextlib.suppress(TimeoutError):  # the fake stopping ends the wait
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):  # the fake stopping ends the wait
                 await asyncio.wait_for(self._stopping.wait(), self.hang_s)
             return PlainTextResponse("too late", status_code=504)
         if fault == "drop":
