@@ -48,9 +48,16 @@ def blocks(*languages: str) -> list[str]:
     return [body for lang, body in FENCE.findall(README.read_text(encoding="utf-8")) if lang in languages]
 
 
+PLACEHOLDER = re.compile(r"<[^<>\n]*>")  # <group>, <the app's storage account>: never quotes
+
+
+def _words(command: str) -> list[str]:
+    return shlex.split(PLACEHOLDER.sub("PLACEHOLDER", command), comments=True)
+
+
 def _complete(command: str) -> bool:
     try:
-        shlex.split(command, comments=True)
+        _words(command)
     except ValueError:  # an open quote: the command goes on on the next line
         return False
     return True
@@ -58,21 +65,32 @@ def _complete(command: str) -> bool:
 
 def shell_commands(block: str) -> list[str]:
     """A shell block's commands: continuation lines and multi-line quoted arguments joined,
-    comments and blank lines dropped."""
-    commands, current = [], ""
+    comments and blank lines dropped. A line whose quote never closes is a command of its own."""
+    logical, current = [], ""
     for line in block.splitlines():
-        if not current and (not line.strip() or line.lstrip().startswith("#")):
-            continue
         if line.endswith("\\"):
             current += line[:-1] + " "
             continue
-        current += line
-        if _complete(current):
-            commands.append(current.strip())
-            current = ""
+        logical.append(current + line)
+        current = ""
+    if current:
+        logical.append(current)
+    commands, i = [], 0
+    while i < len(logical):
+        line = logical[i]
+        if not line.strip() or line.lstrip().startswith("#"):
+            i += 1
+            continue
+        end, joined = i, line
+        while not _complete(joined) and end + 1 < len(logical):
+            end += 1
+            joined += "\n" + logical[end]
+        if _complete(joined):
+            commands.append(joined.strip())
+            i = end + 1
         else:
-            current += "\n"
-    assert not current, f"unterminated command in the README: {current!r}"
+            commands.append(line.strip())
+            i += 1
     return commands
 
 
@@ -81,7 +99,10 @@ def program_of(command: str) -> tuple[str, list[str]]:
     ``KEY=$(az ...)`` the command substituted."""
     if substituted := re.fullmatch(r"\w+=\$\((.*)\)", command):
         command = substituted.group(1)
-    words = shlex.split(command, comments=True)
+    try:
+        words = _words(command)
+    except ValueError:
+        words = command.split()
     while words and re.fullmatch(r"\w+=.*", words[0]):
         words.pop(0)
     return (words[0] if words else ""), words[1:]
@@ -182,8 +203,8 @@ def test_every_shell_command_is_run_or_held_to_the_code() -> None:
             assert (ROOT / "host.json").exists() and (ROOT / "function_app.py").exists()
         elif program == "azd":
             assert (ROOT / "azure.yaml").exists(), f"{command!r}: no azure.yaml"
-        elif program in ("source", "cd", "export", "npx", "npm"):
-            pass
+        elif program in ("", "source", "cd", "export", "npx", "npm"):
+            pass  # "": only variable assignments
         else:
             unhandled.append(command)
     assert unhandled == [], f"README commands no test runs or checks: {unhandled}"
