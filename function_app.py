@@ -8,10 +8,8 @@ and earlier the app setting ``PYTHON_ENABLE_INIT_INDEXING=1`` is required.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-from pathlib import Path
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import HTMLResponse, JSONResponse, Request, StreamingResponse
@@ -20,8 +18,7 @@ import llm
 from settings import SettingsError
 from streaming.http import stream_run
 from streaming.runners import run_agent, run_workflow
-
-CHAT_PAGE = Path(__file__).parent / "web" / "chat.html"
+from web import chat_page as _chat_page
 
 
 def _stream_auth_level() -> func.AuthLevel:
@@ -65,10 +62,7 @@ async def health(req: Request) -> JSONResponse:
 
 @app.route(route="chat", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def chat_page(req: Request) -> HTMLResponse:
-    """The browser chat page (self-contained: no CDN, no build step)."""
-    return HTMLResponse(_chat_html(), headers={"Cache-Control": "no-cache"})
-
-
-@functools.cache
-def _chat_html() -> str:
-    return CHAT_PAGE.read_text(encoding="utf-8")
+    """The browser chat page (self-contained: no CDN, no build step), with
+    its security headers (see ``web/__init__.py``)."""
+    html, headers = _chat_page()
+    return HTMLResponse(html, headers=headers)

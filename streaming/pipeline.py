@@ -12,19 +12,27 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 
 from streaming.errors import classify
 from streaming.events import Done, Error, StreamEvent
+from streaming.logsafe import one_line
 
 logger = logging.getLogger(__name__)
 
 
-async def guard(events: AsyncIterator[StreamEvent], *, deadline_s: float, run_id: str) -> AsyncIterator[StreamEvent]:
+async def guard(
+    events: AsyncIterator[StreamEvent],
+    *,
+    deadline_s: float,
+    run_id: str,
+    on_end: Callable[[], object] | None = None,
+) -> AsyncIterator[StreamEvent]:
     """Yield ``events`` up to the first terminal one, then stop; turn an
-    exception or the deadline into an ``error`` event."""
+    exception or the deadline into an ``error`` event. ``on_end`` runs once
+    the run is over and closed (it gives back the run's slot)."""
     started = time.monotonic()
     deadline = started + deadline_s
     iterator = aiter(events)
@@ -41,7 +49,9 @@ async def guard(events: AsyncIterator[StreamEvent], *, deadline_s: float, run_id
                     if info.code == "internal_error":
                         logger.exception("run %s failed: %s", run_id, info.code)
                     else:  # an expected failure upstream: no traceback, just what and why
-                        logger.warning("run %s failed: %s (%s: %.300s)", run_id, info.code, type(exc).__name__, exc)
+                        logger.warning(
+                            "run %s failed: %s (%s: %s)", run_id, info.code, type(exc).__name__, one_line(exc)
+                        )
                     yield Error(info.code, info.message)
                     return
             if scope.cancelled_caught:
@@ -63,5 +73,9 @@ async def guard(events: AsyncIterator[StreamEvent], *, deadline_s: float, run_id
     finally:
         # Cancels the runner if it is still going (deadline, disconnect):
         # its own finally closes the framework stream.
-        with anyio.move_on_after(2.0, shield=True):
-            await iterator.aclose()  # type: ignore[attr-defined]
+        try:
+            with anyio.move_on_after(2.0, shield=True):
+                await iterator.aclose()  # type: ignore[attr-defined]
+        finally:
+            if on_end is not None:
+                on_end()

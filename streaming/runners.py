@@ -20,7 +20,7 @@ import anyio
 from agent_framework import Agent, AgentResponseUpdate
 
 from agents import WEATHER_AGENT_NAME, build_weather_agent
-from settings import ModelSettings
+from settings import ModelSettings, run_limits
 from streaming.events import AgentCompleted, AgentStarted, StreamEvent
 from streaming.mapping import UpdateMapper
 from streaming.request import RunRequest
@@ -35,17 +35,32 @@ CLOSE_TIMEOUT_S = 2.0
 
 
 @functools.lru_cache(maxsize=8)
-def _agents(client: Any, provider: WeatherProvider) -> tuple[Agent, Agent, Agent]:
-    """The weather agent, the researcher and the writer for ``client`` and
-    ``provider``, built once: a new agent or tool per request would register
-    new OpenTelemetry instruments each time, which the default (proxy) meter
-    provider keeps forever, a leak of about 3 KB per request. Providers are
-    kept per settings (``tools.weather_provider``), so this key is stable."""
-    return (build_weather_agent(client, provider), *build_research_agents(client, provider))
+def _agents(client: Any, provider: WeatherProvider, max_output_tokens: int) -> tuple[Agent, Agent, Agent]:
+    """The weather agent, the researcher and the writer for ``client``,
+    ``provider`` and ``max_output_tokens``, built once: a new agent or tool
+    per request would register new OpenTelemetry instruments each time,
+    which the default (proxy) meter provider keeps forever, a leak of about
+    3 KB per request. Providers are kept per settings
+    (``tools.weather_provider``), so this key is stable.
+
+    ``max_output_tokens`` (``MAX_OUTPUT_TOKENS``) goes to the model as its
+    output-token limit on every call; the workflow has no per-run chat
+    options, so the agents carry it (a changed setting builds new ones)."""
+    options = _options(max_output_tokens)
+    return (
+        build_weather_agent(client, provider, options=options),
+        *build_research_agents(client, provider, options=options),
+    )
 
 
-def _shared_agents(client: Any, settings: ModelSettings) -> tuple[Agent, Agent, Agent]:
-    return _agents(client, weather_provider(settings.provider))
+def _shared_agents(client: Any, settings: ModelSettings, max_output_tokens: int) -> tuple[Agent, Agent, Agent]:
+    """The shared agents for this request's weather provider, chosen from the settings now."""
+    return _agents(client, weather_provider(settings.provider), max_output_tokens)
+
+
+def _options(max_output_tokens: int) -> dict[str, Any]:
+    # The chat-completions client sends this as ``max_completion_tokens``.
+    return {"max_tokens": max_output_tokens}
 
 
 async def close_stream(stream: Any) -> None:
@@ -61,8 +76,12 @@ async def run_agent(
     request: RunRequest, client: Any, settings: ModelSettings, *, provider: WeatherProvider | None = None
 ) -> AsyncIterator[StreamEvent]:
     """The weather agent: its text, tool calls and results, then ``done``."""
-    agent = build_weather_agent(client, provider) if provider else _shared_agents(client, settings)[0]
-    mapper = UpdateMapper()
+    caps = run_limits()
+    if provider:
+        agent = build_weather_agent(client, provider, options=_options(caps.max_output_tokens))
+    else:
+        agent = _shared_agents(client, settings, caps.max_output_tokens)[0]
+    mapper = UpdateMapper(max_output_chars=caps.max_run_output_chars)
     yield AgentStarted(WEATHER_AGENT_NAME)
     stream = agent.run(request.to_messages(), stream=True)
     try:
@@ -81,10 +100,14 @@ async def run_workflow(
     request: RunRequest, client: Any, settings: ModelSettings, *, provider: WeatherProvider | None = None
 ) -> AsyncIterator[StreamEvent]:
     """Researcher then writer: each agent's start, text, tools and end."""
-    researcher, writer = build_research_agents(client, provider) if provider else _shared_agents(client, settings)[1:]
+    caps = run_limits()
+    if provider:
+        researcher, writer = build_research_agents(client, provider, options=_options(caps.max_output_tokens))
+    else:
+        researcher, writer = _shared_agents(client, settings, caps.max_output_tokens)[1:]
     workflow = build_research_workflow(researcher, writer)
     agents = {RESEARCHER_NAME, WRITER_NAME}
-    mapper = UpdateMapper()
+    mapper = UpdateMapper(max_output_chars=caps.max_run_output_chars)
     stream = workflow.run(request.to_messages(), stream=True)
     try:
         async for event in stream:

@@ -4,13 +4,13 @@ builds, place hints, the cache, and every failure as the message the model gets.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 
 import pytest
 
 from settings import SettingsError, WeatherSettings, weather_settings
 from tests.fake_open_meteo import FakeOpenMeteo
-from tests.support import free_port
 from tools import OfflineWeatherProvider, WeatherError, weather_provider
 from tools.cache import TTLCache
 from tools.open_meteo import SOURCE, OpenMeteoProvider, parse_conditions, split_hint
@@ -187,8 +187,15 @@ async def test_one_retry_hides_a_single_hiccup(fake: FakeOpenMeteo, endpoint: st
     assert fake.calls(endpoint) == 2
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 async def test_a_service_that_is_down(fake: FakeOpenMeteo) -> None:
-    closed = f"http://127.0.0.1:{free_port()}/v1"
+    closed = f"http://127.0.0.1:{closed_port()}/v1"
     provider = OpenMeteoProvider(geocoding_url=closed, weather_url=fake.weather_url)
     with pytest.raises(WeatherError, match=r"^The weather service \(Open-Meteo\) cannot be reached right now"):
         await provider.current("Oslo")

@@ -97,7 +97,6 @@ class WeatherProvider(Protocol):
 
 
 _CONDITIONS = ("sunny", "partly cloudy", "cloudy", "light rain", "rain", "fog", "windy", "snow showers")
-OFFLINE_UNITS = {"temperature_c": "°C", "humidity_pct": "%", "wind_kph": "km/h"}
 
 
 class OfflineWeatherProvider:
@@ -123,7 +122,6 @@ class OfflineWeatherProvider:
             wind_kph=wind,
             humidity_pct=humidity,
             source="offline sample data",
-            units=dict(OFFLINE_UNITS),
         )
 
 
