@@ -8,12 +8,15 @@ PY := $(VENV)/bin/python
 PORT ?= 7071
 PYTEST_ARGS ?=
 
-.PHONY: run test lint lock load soak bench memcheck mutate system-deps node-deps worker313 clean help
+.PHONY: run test lint lock soak bench bench-quick mutate system-deps node-deps agui-chat-client worker313 clean help
 
 help:
 	@echo "make run [PORT=7071]   serve the app locally (offline model unless configured)"
 	@echo "make test              install what the tests need and run the whole suite"
-	@echo "make lint | lock | load | soak | bench | memcheck | mutate | clean"
+	@echo "make bench-quick       the benchmark table, fewer rounds (bench/results/latest.json)"
+	@echo "make bench             the full benchmark, with plots (several minutes)"
+	@echo "make soak              10 minutes of steady streams: errors, memory slope, fds"
+	@echo "make lint | lock | mutate | agui-chat-client | clean"
 
 # PYTHON may name a pyenv version that is installed but not active (the
 # shim then refuses to run it): use that version's interpreter directly.
@@ -43,8 +46,9 @@ run: $(VENV)/.runtime local.settings.json
 
 # System packages the tests use, from Debian: Chromium for the browser tests
 # (a tool's own browser download cannot be used here) and redis-server for
-# resumable streams across instances. Installs only what is missing.
-SYSTEM_PACKAGES := chromium:/usr/bin/chromium redis-server:/usr/bin/redis-server
+# resumable streams across instances; curl for the README's commands. Installs
+# only what is missing.
+SYSTEM_PACKAGES := chromium:/usr/bin/chromium redis-server:/usr/bin/redis-server curl:/usr/bin/curl
 system-deps:
 	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
 	  [ -x "$${entry#*:}" ] || missing="$$missing $${entry%%:*}"; \
@@ -85,6 +89,17 @@ test: $(VENV)/.dev system-deps node-deps worker313
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Agent Framework's AGUIChatClient against the AG-UI endpoint, in its own
+# virtual environment (its pins cannot live beside the app's): optional.
+AGUI_CLIENT_VENV ?= .venv-agui-client
+$(AGUI_CLIENT_VENV)/.installed: tests/agui_chat_client/requirements.txt
+	$(PYTHON) -m venv $(AGUI_CLIENT_VENV)
+	$(AGUI_CLIENT_VENV)/bin/python -m pip install --quiet -r $<
+	@touch $@
+
+agui-chat-client: $(VENV)/.dev $(AGUI_CLIENT_VENV)/.installed
+	$(PY) -m tests.agui_chat_client.check $(AGUI_CLIENT_VENV)/bin/python
+
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -95,17 +110,16 @@ lock: $(VENV)/.dev
 	$(PY) -m uv pip compile --universal --python-version 3.11 -q requirements.in -o requirements.txt
 	$(PY) -m uv pip compile --universal --python-version 3.11 -q requirements-dev.in -o requirements-dev.txt
 
-load: $(VENV)/.dev
-	$(PY) -m bench.load
-
 soak: $(VENV)/.dev
 	$(PY) -m bench.soak
 
+# Throughput against in-process and naive-handler baselines, concurrency and
+# start-up, in one run: a table, bench/results/latest.json and (bench) plots.
 bench: $(VENV)/.dev
-	$(PY) -m bench.overhead
+	$(PY) -m bench.run --plots
 
-memcheck: $(VENV)/.dev
-	$(PY) -m bench.memcheck
+bench-quick: $(VENV)/.dev
+	$(PY) -m bench.run --quick
 
 # Mutation testing (mutmut; configuration in pyproject.toml): slow (an hour
 # or more on 2 cores), so CI does not run it. MUTATE picks mutants by name,
@@ -118,4 +132,4 @@ mutate: $(VENV)/.dev
 	$(PY) -m tests.mutation_score
 
 clean:
-	rm -rf $(VENV) $(WORKER_VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output mutants
+	rm -rf $(VENV) $(AGUI_CLIENT_VENV) $(WORKER_VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output mutants
