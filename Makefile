@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PORT ?= 7071
 PYTEST_ARGS ?=
 
-.PHONY: run test lint lock soak bench bench-quick mutate system-deps node-deps clean help
+.PHONY: run test lint lock soak bench bench-quick mutate system-deps node-deps agui-chat-client clean help
 
 help:
 	@echo "make run [PORT=7071]   serve the app locally (offline model unless configured)"
@@ -16,7 +16,7 @@ help:
 	@echo "make bench-quick       the benchmark table, fewer rounds (bench/results/latest.json)"
 	@echo "make bench             the full benchmark, with plots (several minutes)"
 	@echo "make soak              10 minutes of steady streams: errors, memory slope, fds"
-	@echo "make lint | lock | mutate | clean"
+	@echo "make lint | lock | mutate | agui-chat-client | clean"
 
 # PYTHON may name a pyenv version that is installed but not active (the
 # shim then refuses to run it): use that version's interpreter directly.
@@ -70,6 +70,17 @@ test: $(VENV)/.dev system-deps node-deps
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Agent Framework's AGUIChatClient against the AG-UI endpoint, in its own
+# virtual environment (its pins cannot live beside the app's): optional.
+AGUI_CLIENT_VENV ?= .venv-agui-client
+$(AGUI_CLIENT_VENV)/.installed: tests/agui_chat_client/requirements.txt
+	$(PYTHON) -m venv $(AGUI_CLIENT_VENV)
+	$(AGUI_CLIENT_VENV)/bin/python -m pip install --quiet -r $<
+	@touch $@
+
+agui-chat-client: $(VENV)/.dev $(AGUI_CLIENT_VENV)/.installed
+	$(PY) -m tests.agui_chat_client.check $(AGUI_CLIENT_VENV)/bin/python
+
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -102,4 +113,4 @@ mutate: $(VENV)/.dev
 	$(PY) -m tests.mutation_score
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output mutants
+	rm -rf $(VENV) $(AGUI_CLIENT_VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output mutants
