@@ -103,6 +103,7 @@ class Run:
         self._waiters: list[asyncio.Future[None]] = []
         self._window: asyncio.TimerHandle | None = None
         self._cancelling: asyncio.Task[None] | None = None
+        self._entered = False  # the task began (a task cancelled before its first step never does)
         self._cleanups: list[Callable[[], Any]] = []
         self._on_append: list[Callable[[Run], None]] = []
 
@@ -185,6 +186,22 @@ class Run:
         """Start the run's task, once."""
         if self.task is None and self.producer is not None:
             self.task = asyncio.get_running_loop().create_task(self._main(self.producer), name=f"run {self.run_id}")
+            self.task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step never ran ``_main`` (nor its
+        ``finally``): end the run and run its cleanups here."""
+        if self._entered:
+            return
+        self.cut_short = not self.ended
+        self.append(closing_error())
+        self.ended = True
+        self.finished_at = time.monotonic()
+        self.producer = None
+        if self._window is not None:
+            self._window.cancel()
+        self._wake()
+        self._cancelling = asyncio.ensure_future(self._run_cleanups())
 
     def start_unread(self) -> None:
         """Start the run before any reader attached: should none ever do (the
@@ -195,6 +212,7 @@ class Run:
             self._window = asyncio.get_running_loop().call_later(grace, self._window_expired)
 
     async def _main(self, producer: Producer) -> None:
+        self._entered = True
         try:
             await producer(self.append)
         except asyncio.CancelledError:
