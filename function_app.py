@@ -16,6 +16,7 @@ from azurefunctions.extensions.http.fastapi import HTMLResponse, JSONResponse, R
 
 import llm
 from settings import SettingsError
+from streaming.agui import AGENT_PROTOCOL, WORKFLOW_PROTOCOL
 from streaming.http import resume_run, stream_run
 from streaming.runners import run_agent, run_workflow
 from web import chat_page as _chat_page
@@ -47,6 +48,20 @@ async def stream_agent(req: Request) -> StreamingResponse:
 async def stream_workflow(req: Request) -> StreamingResponse:
     """The researcher -> writer workflow, streamed."""
     return await stream_run(req, run_workflow)
+
+
+@app.route(route="agent/ag-ui", methods=["POST"], auth_level=STREAM_AUTH_LEVEL)
+async def agui_agent(req: Request) -> StreamingResponse:
+    """The weather agent for AG-UI front ends (``RunAgentInput`` in, AG-UI
+    events out), client tools included."""
+    return await stream_run(req, run_agent, AGENT_PROTOCOL)
+
+
+@app.route(route="workflow/ag-ui", methods=["POST"], auth_level=STREAM_AUTH_LEVEL)
+async def agui_workflow(req: Request) -> StreamingResponse:
+    """The workflow for AG-UI front ends; each agent a step. Client tools
+    are ignored (the workflow's agents have their own)."""
+    return await stream_run(req, run_workflow, WORKFLOW_PROTOCOL)
 
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

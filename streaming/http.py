@@ -2,7 +2,9 @@
 
 request -> validated :class:`RunRequest` -> a run (its own task: runner ->
 :func:`drive` -> run log) -> :class:`EventStreamResponse` reading the log,
-encoder chosen from ``Accept``. Bad input answers 4xx JSON; a missing model
+encoder chosen from ``Accept``. A protocol (AG-UI, ``streaming/agui.py``)
+replaces only the two ends: it parses the request and supplies the encoder;
+the run between is the same. Bad input answers 4xx JSON; a missing model
 configuration answers 503 JSON before any byte of a stream is sent. Only
 GET and POST start a run; past ``MAX_CONCURRENT_RUNS`` a request gets 429
 before any model call.
@@ -19,6 +21,7 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
@@ -56,16 +59,31 @@ def run_id_of(req: Request) -> str:
     return invocation if _SAFE_ID.fullmatch(invocation) else uuid.uuid4().hex
 
 
+class WireProtocol(Protocol):
+    """A protocol other than ours (AG-UI): a parser of the POST body and an
+    encoder for the stream, nothing more. Reading the body (its limits and
+    timeout), the run and the response stay the shared handler's."""
+
+    def parse(self, body: bytes, content_type: str | None, limits: StreamSettings) -> Any: ...
+
+    def encoder(self, run_request: Any) -> Encoder: ...
+
+    #: Whether a client can resume the stream (its events carry ids it can
+    #: send back); if not, a run whose client leaves is cancelled at once.
+    resumable: bool
+
+
 def error_response(status: int, code: str, message: str) -> Response:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
-async def stream_run(req: Request, runner: Runner) -> Response:
-    """Validate ``req``, then stream ``runner``'s events. Whatever fails
-    before the stream starts is a JSON error, never a stack trace."""
+async def stream_run(req: Request, runner: Runner, protocol: WireProtocol | None = None) -> Response:
+    """Validate ``req``, then stream ``runner``'s events (in ``protocol``'s
+    format when given). Whatever fails before the stream starts is a JSON
+    error, never a stack trace."""
     run_id = run_id_of(req)
     try:
-        return await _stream_run(req, runner, run_id)
+        return await _stream_run(req, runner, run_id, protocol)
     except ClientGone:
         logger.info("run %s: the client left before sending its whole body", run_id)
         return Response(status_code=400)  # nobody reads it; the server just closes the connection
@@ -76,7 +94,7 @@ async def stream_run(req: Request, runner: Runner) -> Response:
         return response
 
 
-async def _stream_run(req: Request, runner: Runner, run_id: str) -> Response:
+async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireProtocol | None = None) -> Response:
     if req.method not in RUN_METHODS:
         # HEAD would otherwise run (and pay for) the whole agent to send
         # nothing; the local host maps HEAD to GET routes.
@@ -91,13 +109,14 @@ async def _stream_run(req: Request, runner: Runner, run_id: str) -> Response:
         limits = stream_settings()
         caps = run_limits()
         resume = resume_settings()
-        if req.method == "GET":
+        if req.method == "GET" and protocol is None:
             run_request = parse_query(req.query_params, limits)
         else:
             body = await read_body(
                 req.stream(), req.headers.get("content-length"), limits, timeout_s=caps.body_read_timeout_s
             )
-            run_request = parse_body(body, req.headers.get("content-type"), limits)
+            parse = protocol.parse if protocol is not None else parse_body
+            run_request = parse(body, req.headers.get("content-type"), limits)
         client, model = llm.chat_client()
         run_store(resume)  # a bad STREAM_STORE_URL is a 503 before anything runs
     except RequestError as exc:
@@ -127,9 +146,9 @@ async def _stream_run(req: Request, runner: Runner, run_id: str) -> Response:
     )
 
     events = runner(run_request, client, model)
-    return await start_stream(
-        events, encoder=choose_encoder(req.headers.get("accept")), run_id=run_id, limits=limits, slot=slot
-    )
+    encoder = protocol.encoder(run_request) if protocol else choose_encoder(req.headers.get("accept"))
+    resumable = protocol.resumable if protocol else True
+    return await start_stream(events, encoder=encoder, run_id=run_id, limits=limits, slot=slot, resumable=resumable)
 
 
 async def start_stream(
@@ -139,13 +158,15 @@ async def start_stream(
     run_id: str,
     limits: StreamSettings | None = None,
     slot: RunSlot | None = None,
+    resumable: bool = True,
 ) -> Response:
     """Run ``events`` as a resumable run (its own task: deadline, errors,
     run log) and answer with a response reading it in ``encoder``'s format.
     Every protocol's route ends here, so each gets the same deadline,
     heartbeat, cancellation and resume. 503 JSON when the store is down.
     ``slot`` (the run's place under ``MAX_CONCURRENT_RUNS``) is given back
-    when the run ends, however it ends, not when a response ends."""
+    when the run ends, however it ends, not when a response ends. A run
+    that is not ``resumable`` is cancelled as soon as its last reader leaves."""
     try:
         limits = limits or stream_settings()
         resume = resume_settings()
@@ -164,7 +185,8 @@ async def start_stream(
                 slot.release()
 
     try:
-        run = await store.start_run(run_id=run_id, window_s=resume.window_s, producer=produce)
+        window_s = resume.window_s if resumable else 0.0
+        run = await store.start_run(run_id=run_id, window_s=window_s, producer=produce)
     except BaseException as exc:
         if slot is not None:
             slot.release()
