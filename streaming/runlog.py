@@ -92,6 +92,7 @@ class Run:
         self.task: asyncio.Task[None] | None = None
         self.readers: set[Reader] = set()
         self.remote_readers = 0  # readers on other instances (Redis backend)
+        self.count_remote_readers: Callable[[], Awaitable[int]] | None = None  # asks the store, when shared
         self.bytes = 0
         self.max_bytes = 0  # 0: no cap
         self.created = time.monotonic()
@@ -291,12 +292,25 @@ class Run:
 
     def _window_expired(self) -> None:
         self._window = None
-        if self.present or self.ended:
-            if not self.ended and self.window_s > 0:  # a remote reader: look again later
-                self._window = asyncio.get_running_loop().call_later(self.window_s, self._window_expired)
+        if self.ended:
+            return
+        self._cancelling = asyncio.get_running_loop().create_task(self._end_of_window())  # a reference keeps it
+
+    async def _end_of_window(self) -> None:
+        """The window passed with no reader here: ask the store (readers on
+        other instances) right now, not what the last lease refresh saw."""
+        if self.count_remote_readers is not None:
+            try:
+                self.remote_readers = await self.count_remote_readers()
+            except Exception:  # the store is gone: only local readers count
+                self.remote_readers = 0
+        if self.ended or self.readers:
+            return
+        if self.present:  # a reader elsewhere: look again after another window
+            self._window = asyncio.get_running_loop().call_later(max(self.window_s, 1.0), self._window_expired)
             return
         logger.info("run %s: no client came back within %g s; cancelling the run", self.run_id, self.window_s)
-        self._cancelling = asyncio.get_running_loop().create_task(self.cancel())  # a reference keeps it alive
+        await self.cancel()
 
 
 class MemoryRunStore:
