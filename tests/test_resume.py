@@ -336,3 +336,21 @@ async def test_a_run_nobody_ever_reads_is_cancelled(monkeypatch: pytest.MonkeyPa
     run = await runlog.MemoryStore().start_run(run_id="orphan", window_s=0, producer=endless)
     await asyncio.wait_for(closed.wait(), 2)
     assert run.cut_short and run.events[-1].code == "cancelled"
+
+
+async def test_a_run_cancelled_before_its_first_step_still_ends_and_releases() -> None:
+    import asyncio
+
+    released: list[str] = []
+
+    async def never_called(emit) -> None:
+        raise AssertionError("the task was cancelled before it began")
+
+    run = Run(run_id="early")
+    run.producer = never_called
+    run.add_cleanup(lambda: released.append("slot"))
+    run.start()
+    await run.cancel()  # before the task's first step
+    await asyncio.sleep(0.01)
+    assert released == ["slot"]
+    assert run.ended and run.events[-1].code == "cancelled"
