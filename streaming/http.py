@@ -209,6 +209,8 @@ async def start_stream(
         if aclose is not None:
             await aclose()  # never started: nothing to cancel, but do not leave it to the garbage collector
         return error_response(503, "store_unavailable", "The stream store (STREAM_STORE_URL) cannot be reached.")
+    if slot is not None:
+        run.add_cleanup(slot.release)  # also when the run is cancelled before ``produce`` began (idempotent)
     return EventStreamResponse(
         run,
         encoder=encoder,

@@ -143,6 +143,7 @@ class RedisStore:
             self.runs.runs.pop(run.token, None)
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
         publisher = _Publisher(self, run)
+        run.count_remote_readers = publisher.count_readers
         run.stored(0)
         run.on_append(publisher.poke)
         run.add_cleanup(publisher.poke_end)
@@ -176,6 +177,10 @@ class RedisStore:
             mirror.append(run_lost())
         if not mirror.ended:
             tailer = _Tailer(self, mirror)
+            try:  # present at once: the running instance may be deciding whether to cancel right now
+                await tailer.announce()
+            except Exception as exc:
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
             mirror.producer = tailer.main
             self.mirrors[token] = mirror
             mirror.add_cleanup(lambda: self.mirrors.pop(token, None) if self.mirrors.get(token) is mirror else None)
@@ -192,6 +197,16 @@ class _Publisher:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.failed = False
+
+    async def count_readers(self) -> int:
+        """Readers of this run on other instances, now."""
+        readers = _key(self.run.token, "readers")
+        redis = self.store.client()
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(readers, "-inf", time.time())
+            pipe.zcard(readers)
+            _, count = await pipe.execute()
+        return int(count)
 
     def poke(self, run: Run) -> None:
         self.wake.set()
@@ -260,11 +275,22 @@ class _Tailer:
         self.mirror = run
         self.reader_id = f"{store.instance}:{secrets.token_hex(4)}"
 
+    @property
+    def presence_s(self) -> float:
+        return max(3 * self.store.lease_s, 2 * BLOCK_MS / 1000)
+
+    async def announce(self) -> None:
+        readers = _key(self.mirror.token, "readers")
+        async with self.store.client().pipeline(transaction=False) as pipe:
+            pipe.zadd(readers, {self.reader_id: time.time() + self.presence_s})
+            pipe.expire(readers, RUN_TTL_S)
+            await pipe.execute()
+
     async def main(self, emit: Any) -> None:
         mirror, redis, types = self.mirror, self.store.client(), self.store._types
         token = mirror.token
         events, lease, readers = _key(token, "events"), _key(token, "lease"), _key(token, "readers")
-        presence_s = max(3 * self.store.lease_s, 2 * BLOCK_MS / 1000)
+        presence_s = self.presence_s
         try:
             while not mirror.ended:
                 async with redis.pipeline(transaction=False) as pipe:

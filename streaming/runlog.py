@@ -92,6 +92,7 @@ class Run:
         self.task: asyncio.Task[None] | None = None
         self.readers: set[Reader] = set()
         self.remote_readers = 0  # readers on other instances (Redis backend)
+        self.count_remote_readers: Callable[[], Awaitable[int]] | None = None  # asks the store, when shared
         self.bytes = 0
         self.max_bytes = 0  # 0: no cap
         self.created = time.monotonic()
@@ -103,6 +104,7 @@ class Run:
         self._waiters: list[asyncio.Future[None]] = []
         self._window: asyncio.TimerHandle | None = None
         self._cancelling: asyncio.Task[None] | None = None
+        self._entered = False  # the task began (a task cancelled before its first step never does)
         self._cleanups: list[Callable[[], Any]] = []
         self._on_append: list[Callable[[Run], None]] = []
 
@@ -185,6 +187,22 @@ class Run:
         """Start the run's task, once."""
         if self.task is None and self.producer is not None:
             self.task = asyncio.get_running_loop().create_task(self._main(self.producer), name=f"run {self.run_id}")
+            self.task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step never ran ``_main`` (nor its
+        ``finally``): end the run and run its cleanups here."""
+        if self._entered:
+            return
+        self.cut_short = not self.ended
+        self.append(closing_error())
+        self.ended = True
+        self.finished_at = time.monotonic()
+        self.producer = None
+        if self._window is not None:
+            self._window.cancel()
+        self._wake()
+        self._cancelling = asyncio.ensure_future(self._run_cleanups())
 
     def start_unread(self) -> None:
         """Start the run before any reader attached: should none ever do (the
@@ -195,6 +213,7 @@ class Run:
             self._window = asyncio.get_running_loop().call_later(grace, self._window_expired)
 
     async def _main(self, producer: Producer) -> None:
+        self._entered = True
         try:
             await producer(self.append)
         except asyncio.CancelledError:
@@ -273,12 +292,25 @@ class Run:
 
     def _window_expired(self) -> None:
         self._window = None
-        if self.present or self.ended:
-            if not self.ended and self.window_s > 0:  # a remote reader: look again later
-                self._window = asyncio.get_running_loop().call_later(self.window_s, self._window_expired)
+        if self.ended:
+            return
+        self._cancelling = asyncio.get_running_loop().create_task(self._end_of_window())  # a reference keeps it
+
+    async def _end_of_window(self) -> None:
+        """The window passed with no reader here: ask the store (readers on
+        other instances) right now, not what the last lease refresh saw."""
+        if self.count_remote_readers is not None:
+            try:
+                self.remote_readers = await self.count_remote_readers()
+            except Exception:  # the store is gone: only local readers count
+                self.remote_readers = 0
+        if self.ended or self.readers:
+            return
+        if self.present:  # a reader elsewhere: look again after another window
+            self._window = asyncio.get_running_loop().call_later(max(self.window_s, 1.0), self._window_expired)
             return
         logger.info("run %s: no client came back within %g s; cancelling the run", self.run_id, self.window_s)
-        self._cancelling = asyncio.get_running_loop().create_task(self.cancel())  # a reference keeps it alive
+        await self.cancel()
 
 
 class MemoryRunStore:
