@@ -11,9 +11,10 @@ Both runners (agent and workflow) feed :class:`UpdateMapper` the
 * emits tool results, flagging failed ones;
 * sums token usage across the model calls of a run and remembers the model
   name the service reported;
-* counts the text a run streams and raises :class:`OutputTooLong` past
-  ``max_output_chars`` (the framework keeps every update of a run in
-  memory, so a model that never stops would grow the process without end).
+* counts the text a run streams (answers and tool-call arguments) and
+  raises :class:`OutputTooLong` past ``max_output_chars`` (the framework
+  keeps every update of a run in memory, so a model that never stops would
+  grow the process without end).
 """
 
 from __future__ import annotations
@@ -78,9 +79,7 @@ class UpdateMapper:
             kind = content.type
             if kind == "text":
                 if content.text:
-                    self.output_chars += len(content.text)
-                    if self.max_output_chars is not None and self.output_chars > self.max_output_chars:
-                        raise OutputTooLong(self.max_output_chars)
+                    self._spend(len(content.text))
                     events += self.flush()
                     events.append(TextDelta(content.text, agent))
             elif kind == "function_call":
@@ -96,6 +95,12 @@ class UpdateMapper:
         if getattr(update, "finish_reason", None):
             events += self.flush()
         return events
+
+    def _spend(self, chars: int) -> None:
+        """Count streamed text (answers and tool-call arguments alike)."""
+        self.output_chars += chars
+        if self.max_output_chars is not None and self.output_chars > self.max_output_chars:
+            raise OutputTooLong(self.max_output_chars)
 
     def flush(self) -> list[StreamEvent]:
         """Emit every tool call assembled so far."""
@@ -134,6 +139,7 @@ class UpdateMapper:
         if isinstance(arguments, dict):
             call.parsed = arguments
         elif isinstance(arguments, str):
+            self._spend(len(arguments))
             call.arguments.append(arguments)
 
     def _result(self, content: Any, agent: str) -> ToolResult:

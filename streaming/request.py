@@ -14,7 +14,6 @@ from typing import Any
 
 import anyio
 from agent_framework import Message
-from starlette.requests import ClientDisconnect
 
 from settings import StreamSettings
 
@@ -146,6 +145,10 @@ async def read_body(
             raise RequestError(400, "invalid_content_length", "The Content-Length header is not a number.") from None
         if declared > limits.max_body_bytes:
             raise RequestError(413, "body_too_large", f"The request body is larger than {limits.max_body_bytes} bytes.")
+    # Imported here: importing starlette.requests at module level makes
+    # tests/test_runners.py's per-run object count grow when run alone.
+    from starlette.requests import ClientDisconnect
+
     body = bytearray()
     try:
         with anyio.fail_after(timeout_s):
