@@ -8,12 +8,12 @@ PY := $(VENV)/bin/python
 PORT ?= 7071
 PYTEST_ARGS ?=
 
-.PHONY: run test lint lock load soak bench memcheck system-deps node-deps clean help
+.PHONY: run test lint lock load soak bench memcheck mutate system-deps node-deps clean help
 
 help:
 	@echo "make run [PORT=7071]   serve the app locally (offline model unless configured)"
 	@echo "make test              install what the tests need and run the whole suite"
-	@echo "make lint | lock | load | soak | bench | memcheck | clean"
+	@echo "make lint | lock | load | soak | bench | memcheck | mutate | clean"
 
 # PYTHON may name a pyenv version that is installed but not active (the
 # shim then refuses to run it): use that version's interpreter directly.
@@ -89,5 +89,15 @@ bench: $(VENV)/.dev
 memcheck: $(VENV)/.dev
 	$(PY) -m bench.memcheck
 
+# Mutation testing (mutmut; configuration in pyproject.toml): slow (an hour
+# or more on 2 cores), so CI does not run it. MUTATE picks mutants by name,
+# e.g. make mutate MUTATE='streaming.encoders.*'; results accumulate in
+# mutants/ and only changed code is run again. Prints the score per module.
+MUTATE ?=
+MUTATE_JOBS ?= 2
+mutate: $(VENV)/.dev
+	$(PY) -m mutmut run --max-children $(MUTATE_JOBS) $(MUTATE)
+	$(PY) -m tests.mutation_score
+
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output mutants

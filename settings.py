@@ -34,16 +34,54 @@ def _get(env: Mapping[str, str], *names: str) -> str | None:
     return None
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float) -> float:
+@dataclass(frozen=True, slots=True)
+class Number:
+    """A numeric setting's default and the range a value must fall in."""
+
+    default: float
+    minimum: float
+    maximum: float
+
+
+#: Every numeric setting, in one place: the README's configuration table
+#: states the same defaults and ranges, and a test holds the two together.
+NUMBERS: dict[str, Number] = {
+    "MODEL_TIMEOUT_SECONDS": Number(60, minimum=1, maximum=600),
+    "MODEL_MAX_RETRIES": Number(2, minimum=0, maximum=10),
+    "OFFLINE_MODEL_DELAY_MS": Number(20, minimum=0, maximum=5000),
+    "RUN_DEADLINE_SECONDS": Number(210, minimum=0.1, maximum=3600),
+    "HEARTBEAT_SECONDS": Number(15, minimum=0.05, maximum=300),
+    "SEND_TIMEOUT_SECONDS": Number(30, minimum=0.1, maximum=600),
+    "MAX_MESSAGE_CHARS": Number(8000, minimum=1, maximum=1_000_000),
+    "MAX_BODY_BYTES": Number(256 * 1024, minimum=1024, maximum=10 * 1024 * 1024),
+    "MAX_HISTORY_MESSAGES": Number(40, minimum=0, maximum=1000),
+    "MAX_OUTPUT_TOKENS": Number(4096, minimum=1, maximum=1_000_000),
+    "MAX_RUN_OUTPUT_CHARS": Number(100_000, minimum=1, maximum=100_000_000),
+    "MAX_CONCURRENT_RUNS": Number(64, minimum=1, maximum=100_000),
+    "BODY_READ_TIMEOUT_SECONDS": Number(10, minimum=0.1, maximum=600),
+}
+
+
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: float | None = None,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> float:
+    """The setting ``name`` as a number within its range, from :data:`NUMBERS`
+    (or from ``default``, ``minimum`` and ``maximum`` when given)."""
+    spec = NUMBERS[name] if default is None else Number(default, minimum, maximum)  # type: ignore[arg-type]
     raw = _get(env, name)
     if raw is None:
-        return default
+        return spec.default
     try:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"Setting {name} must be a number.") from None
-    if not minimum <= value <= maximum:
-        raise SettingsError(f"Setting {name} must be between {minimum:g} and {maximum:g}.")
+    if not spec.minimum <= value <= spec.maximum:
+        raise SettingsError(f"Setting {name} must be between {spec.minimum:g} and {spec.maximum:g}.")
     return value
 
 
@@ -78,8 +116,8 @@ def model_settings(env: Mapping[str, str] | None = None) -> ModelSettings:
     answers by accident would be worse than a clear error.
     """
     env = os.environ if env is None else env
-    timeout = _number(env, "MODEL_TIMEOUT_SECONDS", 60.0, minimum=1, maximum=600)
-    retries = int(_number(env, "MODEL_MAX_RETRIES", 2, minimum=0, maximum=10))
+    timeout = _number(env, "MODEL_TIMEOUT_SECONDS")
+    retries = int(_number(env, "MODEL_MAX_RETRIES"))
     forced = (_get(env, "MODEL_PROVIDER") or "").lower().replace("-", "_")
     if forced and forced not in PROVIDERS:
         raise SettingsError(f"Setting MODEL_PROVIDER must be one of: {', '.join(PROVIDERS)}.")
@@ -136,7 +174,7 @@ def model_settings(env: Mapping[str, str] | None = None) -> ModelSettings:
             "Set MODEL_PROVIDER=offline to serve the offline demo model on purpose.",
             missing=("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME"),
         )
-    delay_ms = _number(env, "OFFLINE_MODEL_DELAY_MS", 20, minimum=0, maximum=5000)
+    delay_ms = _number(env, "OFFLINE_MODEL_DELAY_MS")
     return ModelSettings(provider="offline", model="offline-demo", offline_delay_s=delay_ms / 1000)
 
 
@@ -155,12 +193,12 @@ class StreamSettings:
 def stream_settings(env: Mapping[str, str] | None = None) -> StreamSettings:
     env = os.environ if env is None else env
     return StreamSettings(
-        max_message_chars=int(_number(env, "MAX_MESSAGE_CHARS", 8000, minimum=1, maximum=1_000_000)),
-        max_body_bytes=int(_number(env, "MAX_BODY_BYTES", 256 * 1024, minimum=1024, maximum=10 * 1024 * 1024)),
-        max_history_messages=int(_number(env, "MAX_HISTORY_MESSAGES", 40, minimum=0, maximum=1000)),
-        heartbeat_s=_number(env, "HEARTBEAT_SECONDS", 15, minimum=0.05, maximum=300),
-        deadline_s=_number(env, "RUN_DEADLINE_SECONDS", 210, minimum=0.1, maximum=3600),
-        send_timeout_s=_number(env, "SEND_TIMEOUT_SECONDS", 30, minimum=0.1, maximum=600),
+        max_message_chars=int(_number(env, "MAX_MESSAGE_CHARS")),
+        max_body_bytes=int(_number(env, "MAX_BODY_BYTES")),
+        max_history_messages=int(_number(env, "MAX_HISTORY_MESSAGES")),
+        heartbeat_s=_number(env, "HEARTBEAT_SECONDS"),
+        deadline_s=_number(env, "RUN_DEADLINE_SECONDS"),
+        send_timeout_s=_number(env, "SEND_TIMEOUT_SECONDS"),
     )
 
 
@@ -187,10 +225,10 @@ class RunLimits:
 def run_limits(env: Mapping[str, str] | None = None) -> RunLimits:
     env = os.environ if env is None else env
     return RunLimits(
-        max_output_tokens=int(_number(env, "MAX_OUTPUT_TOKENS", 4096, minimum=1, maximum=1_000_000)),
-        max_run_output_chars=int(_number(env, "MAX_RUN_OUTPUT_CHARS", 100_000, minimum=1, maximum=100_000_000)),
-        max_concurrent_runs=int(_number(env, "MAX_CONCURRENT_RUNS", 64, minimum=1, maximum=100_000)),
-        body_read_timeout_s=_number(env, "BODY_READ_TIMEOUT_SECONDS", 10, minimum=0.1, maximum=600),
+        max_output_tokens=int(_number(env, "MAX_OUTPUT_TOKENS")),
+        max_run_output_chars=int(_number(env, "MAX_RUN_OUTPUT_CHARS")),
+        max_concurrent_runs=int(_number(env, "MAX_CONCURRENT_RUNS")),
+        body_read_timeout_s=_number(env, "BODY_READ_TIMEOUT_SECONDS"),
     )
 
 

@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -23,23 +24,34 @@ def main(argv: list[str] | None = None) -> int:
         "--settings", type=Path, default=None, help="settings file (default: local.settings.json beside the app)"
     )
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--port-file", type=Path, default=None, help="write the port served here (with --port 0: a free port)"
+    )
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app, served = create_app(settings_file=args.settings, bound=args.host)
+    # Bound here, before serving, so that port 0 (any free port) can be
+    # reported: a port picked in advance could be taken by then.
+    sock = socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    port = sock.getsockname()[1]
     shown = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
     print("\nFunctions:\n", flush=True)
     for fn, path in served:
-        print(f"\t{fn.name}: [{','.join(fn.methods)}] http://{shown}:{args.port}{path}", flush=True)
+        print(f"\t{fn.name}: [{','.join(fn.methods)}] http://{shown}:{port}{path}", flush=True)
     print(flush=True)
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level.lower(), timeout_graceful_shutdown=5
+        app, host=args.host, port=port, log_level=args.log_level.lower(), timeout_graceful_shutdown=5
     )  # configures logging: the filter goes on after it
     logging.getLogger("uvicorn.access").addFilter(RedactQuery())
+    if args.port_file:  # written whole, then renamed: a reader never sees half of it
+        partial = args.port_file.with_suffix(".partial")
+        partial.write_text(str(port))
+        partial.replace(args.port_file)
     server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+        server.run(sockets=[sock])
     return 0 if server.started else 3  # uvicorn's own exit code for a failed start
 
 

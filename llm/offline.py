@@ -222,12 +222,19 @@ class OfflineChatClient(FunctionInvocationLayer[Any], BaseChatClient[Any]):
                 return f"In short: {findings[-1]}"
             return f"This is the offline demo model. You asked: {request.strip() or '(nothing)'}"
         if "poem" in request.casefold():
-            lines = [
-                f"In {r['location']} it is {r.get('conditions', 'quiet')},"
-                f" {r.get('temperature_c', '?')} degrees in the air;"
-                for r in reports
-            ]
-            return "\n".join([*lines, "the wind keeps time at its own pace,", "and the day goes on with care."])
+            # Four lines, however many places: the first, then the others together.
+            first, others = reports[0], [r["location"] for r in reports[1:]]
+            return "\n".join(
+                [
+                    f"In {first['location']} it is {first.get('conditions', 'quiet')},"
+                    f" {first.get('temperature_c', '?')} degrees in the air;",
+                    f"in {', '.join(others)} the sky has its own affair;"
+                    if others
+                    else f"the wind goes by at {first.get('wind_kph', '?')} km/h, light as a prayer;",
+                    "the wind keeps time at its own pace,",
+                    "and the day goes on with care.",
+                ]
+            )
         lead = "; ".join(_describe(r) for r in reports)
         return (
             f"Weather brief. {lead}. "

@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any, ClassVar
 
-from streaming.events import Error, StreamEvent, TextDelta
+from streaming.events import Done, Error, StreamEvent, TextDelta
 
 # Characters JSON allows raw in a string but line-based readers split on:
 # Python's str.splitlines() and httpx's iter_lines() end a line at U+2028,
@@ -94,9 +94,10 @@ class NDJSONEncoder(Encoder):
 
 class TextEncoder(Encoder):
     """The answer's text alone, for ``curl -N``. A blank line separates two
-    agents' text; an error ends the text with a line ``[error] ...``.
-    Terminal control sequences in the model's text are dropped: a model
-    must not be able to recolour, retitle or clear the reader's terminal."""
+    agents' text; an error ends the text with a line ``[error] ...``, an
+    answer cut at the length limit with a line saying so. Terminal control
+    sequences in the model's text are dropped: a model must not be able to
+    recolour, retitle or clear the reader's terminal."""
 
     media_type = "text/plain; charset=utf-8"
 
@@ -110,6 +111,8 @@ class TextEncoder(Encoder):
             return _utf8(prefix + plain_text(event.text))
         if isinstance(event, Error):
             return _utf8(f"\n[error] {event.code}: {plain_text(event.message)}\n")
+        if isinstance(event, Done) and event.finish_reason == "length":
+            return b"\n[cut short: the model reached its length limit]\n"
         if event.terminal:
             return b"\n"
         return b""

@@ -25,6 +25,21 @@ class ErrorInfo:
     message: str
 
 
+# The model service's content filter (Azure OpenAI's, or any server that
+# answers with its codes). Not a fault of the app or the service: the client
+# gets a code of its own and a message saying that rewording may help.
+CONTENT_FILTERED_PROMPT = ErrorInfo(
+    400,
+    "content_filtered",
+    "The model service's content filter blocked this request. Rewording the message may help.",
+)
+CONTENT_FILTERED_ANSWER = ErrorInfo(
+    502,
+    "content_filtered",
+    "The model service's content filter blocked the rest of the answer. Rewording the message may help.",
+)
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     """The exception and its causes: the framework wraps SDK errors."""
     seen: set[int] = set()
@@ -79,6 +94,8 @@ def classify(exc: BaseException) -> ErrorInfo:
                 502, "upstream_not_found", "The model service does not know the configured model or deployment."
             )
         if isinstance(err, openai.BadRequestError):
+            if err.code == "content_filter":  # the framework's content-filter exception wraps this one
+                return CONTENT_FILTERED_PROMPT
             return ErrorInfo(502, "upstream_rejected", "The model service rejected the request.")
         if isinstance(err, openai.APITimeoutError):
             return ErrorInfo(504, "upstream_timeout", "The model service did not answer in time.")

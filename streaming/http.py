@@ -54,17 +54,20 @@ def error_response(status: int, code: str, message: str) -> Response:
 async def stream_run(req: Request, runner: Runner) -> Response:
     """Validate ``req``, then stream ``runner``'s events. Whatever fails
     before the stream starts is a JSON error, never a stack trace."""
+    run_id = run_id_of(req)
     try:
-        return await _stream_run(req, runner)
+        return await _stream_run(req, runner, run_id)
     except ClientGone:
-        logger.info("request to %s: the client left before sending its whole body", one_line(req.url.path))
+        logger.info("run %s: the client left before sending its whole body", run_id)
         return Response(status_code=400)  # nobody reads it; the server just closes the connection
     except Exception:
-        logger.exception("request to %s failed before streaming", one_line(req.url.path))
-        return error_response(500, "internal_error", "The request failed unexpectedly.")
+        logger.exception("run %s: %s %s failed before streaming", run_id, req.method, one_line(req.url.path))
+        response = error_response(500, "internal_error", "The request failed unexpectedly.")
+        response.headers["X-Run-Id"] = run_id
+        return response
 
 
-async def _stream_run(req: Request, runner: Runner) -> Response:
+async def _stream_run(req: Request, runner: Runner, run_id: str) -> Response:
     if req.method not in RUN_METHODS:
         # HEAD would otherwise run (and pay for) the whole agent to send
         # nothing; the local host maps HEAD to GET routes.
@@ -76,7 +79,6 @@ async def _stream_run(req: Request, runner: Runner) -> Response:
         # stateless and not resumable: 204 tells it to stop for good instead
         # of running (and paying for) the agent again.
         return Response(status_code=204)
-    run_id = run_id_of(req)
     try:
         limits = stream_settings()
         caps = run_limits()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,35 +18,109 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
-# Settings that would point the app at a real model: never inherited.
-MODEL_VARIABLES = (
-    "MODEL_PROVIDER",
-    "AZURE_OPENAI_ENDPOINT",
-    "AZURE_OPENAI_BASE_URL",
-    "AZURE_OPENAI_API_KEY",
-    "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME",
-    "AZURE_OPENAI_CHAT_COMPLETION_MODEL",
-    "AZURE_OPENAI_MODEL",
-    "AZURE_OPENAI_API_VERSION",
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "OPENAI_MODEL",
-    "OPENAI_CHAT_COMPLETION_MODEL",
-    "WEBSITE_INSTANCE_ID",
+# Read by the app or the libraries it uses, but set by the platform (Azure,
+# the Functions host, OpenTelemetry, this machine) rather than by a user of
+# the app: not in the README's configuration table, never inherited either.
+# CONTAINER_NAME makes the Functions worker believe it runs in Azure.
+PLATFORM_VARIABLES = frozenset(
+    {
+        "WEBSITE_INSTANCE_ID",
+        "CONTAINER_NAME",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "FUNCTIONS_WORKER_PROCESS_COUNT",
+        "PYTHON_ENABLE_INIT_INDEXING",
+    }
 )
+# Whole families: the OpenAI SDK and the Agent Framework read more of these
+# on their own (OPENAI_ORG_ID, AZURE_OPENAI_AD_TOKEN, ...), and OpenTelemetry
+# reads any OTEL_*.
+PLATFORM_PREFIXES = ("OPENAI_", "AZURE_OPENAI_", "OTEL_", "ENABLE_INSTRUMENTATION", "ENABLE_SENSITIVE_DATA")
+
+_SETTING_NAME = re.compile(r"`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)`")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@dataclass(frozen=True)
+class SettingRow:
+    """One row of the README's configuration table."""
+
+    name: str
+    default: str  # as written: `text` in backticks, or a number and its range: 10 (1–60)
+    meaning: str
+
+    @property
+    def mentioned(self) -> set[str]:
+        """The setting and every other setting name its row mentions (aliases)."""
+        return {self.name, *_SETTING_NAME.findall(self.meaning)}
+
+
+def readme_settings(readme: Path = README) -> list[SettingRow]:
+    """The rows of the table under the README's "## Configuration" heading:
+    the one list of the app's settings the tests isolate and check."""
+    text = readme.read_text(encoding="utf-8")
+    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) >= 3:
+            name = _SETTING_NAME.fullmatch(cells[0])
+            if name:
+                rows.append(SettingRow(name.group(1), cells[1], " | ".join(cells[2:])))
+    if not rows:
+        raise AssertionError("no settings table under '## Configuration' in README.md")
+    return rows
+
+
+def app_variables() -> frozenset[str]:
+    """Every environment variable the tests must control: the README's
+    settings (and the names their rows mention) and the platform's."""
+    return frozenset().union(*(row.mentioned for row in readme_settings())) | PLATFORM_VARIABLES
+
+
+def is_app_variable(name: str, names: frozenset[str] | None = None) -> bool:
+    return name in (app_variables() if names is None else names) or name.startswith(PLATFORM_PREFIXES)
+
+
+def hermetic_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default: this process's) without any setting of the app:
+    what a server under test starts from, whatever the developer's shell has."""
+    environ = os.environ if environ is None else environ
+    names = app_variables()
+    return {k: v for k, v in environ.items() if not is_app_variable(k, names)}
+
+
+# ------------------------------------------------------------------------------ mutation testing
+
+# mutmut (``make mutate``) chooses the tests for each mutant from the functions
+# a test ran in-process. A server under test runs the code in another process:
+# under mutmut's stats run, the server records what it ran in a file, and each
+# test that used the server is credited with it (see tests/conftest.py).
+MUTMUT_STATS = os.environ.get("MUTANT_UNDER_TEST") == "stats"
+_SERVE_RECORDING_HITS = """
+import atexit, json, os, runpy, signal, sys
+import mutmut.mutation.trampoline as trampoline
+hits, record = set(), trampoline.record_trampoline_hit
+def recording(name, *args, **kwargs):
+    hits.add(name)
+    return record(name, *args, **kwargs)
+def stop(signum, frame):  # uvicorn re-raises SIGTERM once shut down: exit, running atexit
+    raise SystemExit(0)
+trampoline.record_trampoline_hit = recording
+atexit.register(lambda: open(os.environ["MUTMUT_SERVER_HITS"], "w").write(json.dumps(sorted(hits))))
+signal.signal(signal.SIGTERM, stop)
+sys.argv = ["devhost", *sys.argv[1:]]
+runpy.run_module("devhost", run_name="__main__")
+"""
+RUNNING_SERVERS: list[AppServer] = []
 
 
 class AppServer:
-    """``python -m devhost`` on a free loopback port, with its own settings
-    file (``values`` and ``host`` become ``local.settings.json``'s
-    ``Values`` and ``Host``) and extra environment variables ``env``."""
+    """``python -m devhost`` on a loopback port of its own choosing (port 0:
+    no race for a port picked in advance), with its own settings file
+    (``values`` and ``host`` become ``local.settings.json``'s ``Values`` and
+    ``Host``) and extra environment variables ``env``. Nothing of the
+    developer's shell that the app reads reaches it (:func:`hermetic_environ`)."""
 
     def __init__(
         self,
@@ -55,35 +129,47 @@ class AppServer:
         env: Mapping[str, str] | None = None,
         host: Mapping[str, Any] | None = None,
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0
         self._dir = tempfile.TemporaryDirectory(prefix="devhost-")
         self.settings_file = Path(self._dir.name) / "local.settings.json"
         self.settings_file.write_text(json.dumps({"Values": dict(values or {}), "Host": dict(host or {})}))
         self.log_file = Path(self._dir.name) / "devhost.log"
-        self._env = {k: v for k, v in os.environ.items() if k not in MODEL_VARIABLES}
-        self._env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
+        self.port_file = Path(self._dir.name) / "port"
+        self.hits_file = Path(self._dir.name) / "mutmut-hits.json"
+        self._env = hermetic_environ()
+        self._env.update({"PYTHONUNBUFFERED": "1", "MUTMUT_SERVER_HITS": str(self.hits_file), **(env or {})})
         self.process: subprocess.Popen[bytes] | None = None
+        self.users: set[str] = set()  # the tests that talked to it (for mutmut)
 
-    def start(self, timeout: float = 30.0) -> AppServer:
+    @property
+    def url(self) -> str:
+        if not self.port:
+            raise RuntimeError("the server is not started")
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> AppServer:
         self._log = self.log_file.open("wb")
+        args = ["--port", "0", "--port-file", str(self.port_file), "--settings", str(self.settings_file)]
+        command = ["-c", _SERVE_RECORDING_HITS] if MUTMUT_STATS else ["-m", "devhost"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "--port", str(self.port), "--settings", str(self.settings_file)],
-            cwd=ROOT,
-            env=self._env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            [sys.executable, *command, *args], cwd=ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT
         )
+        RUNNING_SERVERS.append(self)
+        current = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+        if current:
+            self.users.add(current)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"devhost exited early:\n{self.logs()}")
+            if not self.port and self.port_file.exists():
+                self.port = int(self.port_file.read_text() or 0)
             try:
-                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                if self.port and httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"devhost did not start within {timeout} s:\n{self.logs()}")
 
@@ -95,6 +181,10 @@ class AppServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self in RUNNING_SERVERS:
+            RUNNING_SERVERS.remove(self)
+            if MUTMUT_STATS:
+                record_server_hits(self)
         if getattr(self, "_log", None):
             self._log.close()
 
@@ -110,6 +200,16 @@ class AppServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def record_server_hits(server: AppServer) -> None:
+    """Credit every test that used ``server`` with the functions it ran."""
+    from mutmut.state import state
+
+    if not server.hits_file.exists():
+        return
+    for function in json.loads(server.hits_file.read_text()):
+        state().tests_by_mangled_function_name[function].update(user.removeprefix("mutants/") for user in server.users)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import re
 import threading
 import time
@@ -18,7 +19,8 @@ from playwright.sync_api import Browser, Page, Request, Route, expect, sync_play
 
 from tests.support import ROOT, AppServer
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's chromium by default; CHROMIUM_PATH points at another Chrome or Chromium.
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -32,8 +34,6 @@ OUTPUT = ROOT / "test-output"
 WAIT_MS = 15_000
 
 pytestmark = pytest.mark.browser
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed (`make system-deps` installs Debian's chromium)", allow_module_level=True)
 
 # Records, at every DOM change in the conversation, how much answer text is
 # shown, how many tool results and whether the done line is there yet.
@@ -62,8 +62,22 @@ TRACK_EVENT_SOURCES = """() => {
 }"""
 
 
+def require_chromium() -> None:
+    """These tests are the only check of the chat page, the offline model's
+    pacing in a browser and the 204 on reconnect: a missing browser fails
+    them (skipping them is a choice: ``-m "not browser"``)."""
+    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM} (CHROMIUM_PATH). Install it with `make system-deps` "
+            "(Debian's chromium package) or set CHROMIUM_PATH to a Chrome or Chromium executable; "
+            "to leave the browser tests out, run pytest -m 'not browser'.",
+            pytrace=False,
+        )
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    require_chromium()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
@@ -477,6 +491,48 @@ def test_usable_at_phone_width_and_labelled(offline_app: AppServer, open_chat, c
     assert (sum(dark) < 150) == (color_scheme == "dark"), background
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / f"chat-phone-{color_scheme}.png"))
+
+
+# (g) ------------------------------------------------------------------------
+
+
+def test_cut_and_filtered_answers_say_why(open_chat) -> None:
+    """Over Azure OpenAI (the fake, in Azure's shapes): an answer cut at the
+    length limit is marked as cut; one the content filter stopped, or a
+    prompt it refused, shows the filter's error."""
+    from tests.fake_openai import FakeOpenAI, content_filter_error, text_response
+
+    with FakeOpenAI(api_key="browser-key") as fake:
+        values = {
+            "AZURE_OPENAI_ENDPOINT": fake.azure_endpoint,
+            "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME": "chat",
+            "AZURE_OPENAI_API_KEY": "browser-key",
+            "MODEL_MAX_RETRIES": "0",
+        }
+        with AppServer(values) as app:
+            page = open_chat(app)
+            fake.enqueue(text_response(["Seattle:", " light", " rain,"], finish_reason="length"))
+            ask(page, "Weather in Seattle?")
+            expect(page.get_by_test_id("cut-notice")).to_have_text(
+                "Cut short: the model reached its length limit, so part of this answer is missing."
+            )
+            expect(page.get_by_test_id("agent-text")).to_have_text("Seattle: light rain,")
+
+            box = page.get_by_role("textbox", name="Message")
+            fake.enqueue(text_response(["The", " answer"], finish_reason="content_filter"))
+            box.fill("Tell me more")
+            box.press("Enter")
+            alert = page.get_by_role("alert")
+            expect(alert).to_have_attribute("data-code", "content_filtered", timeout=WAIT_MS)
+            expect(alert).to_contain_text("content filter blocked the rest of the answer")
+            expect(page.get_by_test_id("turn").nth(1).get_by_test_id("agent-text")).to_have_text("The answer")
+
+            fake.enqueue(content_filter_error())
+            box.fill("And again")
+            box.press("Enter")
+            expect(page.get_by_role("alert")).to_have_count(2, timeout=WAIT_MS)
+            expect(page.get_by_role("alert").nth(1)).to_contain_text("content filter blocked this request")
+            expect(page.get_by_test_id("cut-notice")).to_have_count(1)
 
 
 # (h) security headers --------------------------------------------------------

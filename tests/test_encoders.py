@@ -77,3 +77,42 @@ def test_text_separates_agents_and_shows_errors() -> None:
 )
 def test_choose_encoder_from_accept(accept, expected) -> None:
     assert type(choose_encoder(accept)) is expected
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        ("application/x-ndjson, text/plain", NDJSONEncoder),  # a tie: the first listed wins
+        ("text/plain, application/x-ndjson", TextEncoder),
+        ("text/plain;Q=0.2, application/x-ndjson; q = 0.3", NDJSONEncoder),
+        ("text/plain;level=1;q=0.9, text/event-stream;q=0.8", TextEncoder),
+        (" APPLICATION/X-NDJSON ", NDJSONEncoder),
+    ],
+)
+def test_accept_ties_case_and_spacing(accept, expected) -> None:
+    assert type(choose_encoder(accept)) is expected
+
+
+def test_media_types_and_heartbeats() -> None:
+    assert (SSEEncoder.media_type, SSEEncoder.heartbeat) == ("text/event-stream", b": ping\n\n")
+    assert (NDJSONEncoder.media_type, NDJSONEncoder.heartbeat) == ("application/x-ndjson", None)
+    assert (TextEncoder.media_type, TextEncoder.heartbeat) == ("text/plain; charset=utf-8", None)
+
+
+def test_text_ends_a_finished_answer_with_a_newline_and_keeps_one_agent_together() -> None:
+    encoder = TextEncoder()
+    parts = [encoder.encode(i, e) for i, e in enumerate([TextDelta("a", "w"), TextDelta("b", "w"), *EVENTS[-1:]], 1)]
+    assert parts == [b"a", b"b", b"\n"]
+    assert encoder.encode(9, AgentStarted("w")) == b""
+
+
+def test_ndjson_and_sse_write_compact_utf8_json() -> None:
+    event = ToolCall("weather", "c1", "get_weather", {"location": "Zürich", "n": [1, 2]})
+    assert (
+        NDJSONEncoder().encode(3, event)
+        == (
+            '{"id":3,"event":"tool_call","agent":"weather","call_id":"c1","name":"get_weather",'
+            '"arguments":{"location":"Zürich","n":[1,2]}}\n'
+        ).encode()
+    )
+    assert SSEEncoder().encode(4, event).endswith('"arguments":{"location":"Zürich","n":[1,2]}}\n\n'.encode())

@@ -108,3 +108,82 @@ async def test_a_slow_tool_times_out_as_a_tool_error() -> None:
     weather = make_weather_tool(SlowProvider(), timeout_s=0.05)
     with pytest.raises(TimeoutError):
         await weather.invoke(arguments={"location": "Oslo"})
+
+
+class DeadlineProvider:
+    """Reports how long the tool gives it, then answers."""
+
+    name = "deadline"
+
+    def __init__(self) -> None:
+        self.allowed_s: float | None = None
+
+    async def current(self, location: str):
+        import anyio
+
+        self.allowed_s = anyio.current_effective_deadline() - anyio.current_time()
+        return await OfflineWeatherProvider().current(location)
+
+
+async def test_the_tool_gives_a_provider_the_time_the_readme_states() -> None:
+    """README: a tool that "takes over N s" fails; the call gets N seconds, no less, no more."""
+    import re
+
+    from tests.support import README
+
+    stated = re.search(r"the tool fails or takes over (\d+(?:\.\d+)?) s", README.read_text(encoding="utf-8"))
+    assert stated, "README's failure table names the tool's time limit"
+    provider = DeadlineProvider()
+    await make_weather_tool(provider).invoke(arguments={"location": "Oslo"})
+    assert provider.allowed_s is not None
+    assert float(stated[1]) - 0.5 < provider.allowed_s <= float(stated[1])
+
+
+@pytest.mark.parametrize("places", [["Oslo"], ["Oslo", "Lima"], ["Oslo", "Lima", "Cairo", "Perth", "Quito"]])
+async def test_the_writer_writes_a_four_line_poem(places: list[str]) -> None:
+    """README: the writer writes "a four-line poem if you asked for one", whatever the number of places."""
+    import json
+
+    from agent_framework import Content, Message
+
+    reports = [(await OfflineWeatherProvider().current(p)).as_dict() for p in places]
+    messages = [
+        Message(role="user", contents=[f"Research the weather in {' and '.join(places)} and write a poem"]),
+        Message(
+            role="tool",
+            contents=[
+                Content.from_function_result(call_id=f"c{i}", result=json.dumps(r)) for i, r in enumerate(reports)
+            ],
+        ),
+    ]
+    poem = OfflineChatClient._write("write a poem", messages)
+    lines = poem.split("\n")
+    assert len(lines) == 4 and all(line.strip() for line in lines), poem
+    for report in reports:
+        assert report["location"] in poem
+    assert f"{reports[0]['temperature_c']} degrees" in lines[0] and reports[0]["conditions"] in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("city", "report"),
+    [
+        ("Oslo", ("windy", 5, 12, 60)),
+        ("Tokyo", ("snow showers", -5, 22, 36)),
+        ("Tromsø", ("rain", 31, 4, 65)),
+        ("Nairobi", ("fog", 4, 4, 92)),
+        ("Perth", ("light rain", 20, 26, 94)),
+        ("Hanoi", ("windy", 24, 23, 72)),
+    ],
+)
+async def test_the_same_city_always_gets_the_same_weather(city: str, report: tuple) -> None:
+    """The README promises stable sample data per city: these values are the promise, kept across versions."""
+    found = await OfflineWeatherProvider().current(f"  {city.lower()}  ")
+    assert (found.conditions, found.temperature_c, found.wind_kph, found.humidity_pct) == report
+    assert found.as_dict() == {
+        "location": city.lower(),
+        "conditions": report[0],
+        "temperature_c": report[1],
+        "wind_kph": report[2],
+        "humidity_pct": report[3],
+        "source": "offline sample data",
+    }

@@ -67,7 +67,8 @@ async def test_heartbeat_while_nothing_else_is_sent() -> None:
     wire = b"".join(bodies)
     assert 2 <= wire.count(b": ping\n\n") <= 4
     assert wire.endswith(
-        b'id: 1\nevent: done\ndata: {"provider":"offline","model":"m","usage":null,"elapsed_ms":0}\n\n'
+        b'id: 1\nevent: done\ndata: {"provider":"offline","model":"m","usage":null,"elapsed_ms":0,'
+        b'"finish_reason":"stop"}\n\n'
     )
     assert bodies[-1] == b""
 

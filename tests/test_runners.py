@@ -38,12 +38,20 @@ async def test_runs_leave_no_objects_behind() -> None:
     client = OfflineChatClient(delay=0)
     for _ in range(3):  # warm-up: caches, the shared agents
         await run_both(client, "Oslo")
-    before = live_objects()
     runs = 30
-    for i in range(runs):
-        await run_both(client, f"City{i}")
-    grown = {name: n - before[name] for name, n in live_objects().items() if n - before[name] >= runs}
-    assert grown == {}, f"objects kept per run: {grown}"
+    # A cache that fills once (the ABC caches isinstance() refills after an
+    # earlier test, in any order, registered a class) grows in one window of
+    # runs; a leak grows in every window.
+    windows = []
+    for window in range(3):
+        before = live_objects()
+        for i in range(runs):
+            await run_both(client, f"City{window}-{i}")
+        grown = {name: n - before[name] for name, n in live_objects().items() if n - before[name] >= runs}
+        if not grown:
+            return
+        windows.append(grown)
+    raise AssertionError(f"objects kept per run, in every window of {runs} runs: {windows}")
 
 
 async def test_shared_agents_serve_concurrent_runs_independently() -> None:

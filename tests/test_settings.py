@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import re
+
 import pytest
 
 import llm
 from llm.offline import OfflineChatClient
-from settings import SettingsError, model_settings, stream_settings
+from settings import NUMBERS, Number, SettingsError, _number, model_settings, run_limits, stream_settings
+from tests.support import SettingRow, readme_settings
 
 
 def test_nothing_configured_means_offline() -> None:
@@ -101,3 +105,223 @@ def test_a_client_the_sdk_refuses_to_build_is_a_settings_error(monkeypatch) -> N
         llm.chat_client(settings)
     assert err.value.code == "invalid_setting" and "ValueError" in str(err.value)
     assert "secret" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------ the README's table, row by row
+
+ROWS = {row.name: row for row in readme_settings()}
+# What makes a numeric setting take effect: the model's timeouts and retries
+# only apply to a real model, the offline pace only to the offline one.
+BASES = ({}, {"OPENAI_API_KEY": "k", "OPENAI_MODEL": "m"})
+
+
+def _float(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def _stated_number(row: SettingRow) -> tuple[float, float, float] | None:
+    """``default (minimum–maximum)`` from the row, or None for a non-numeric setting."""
+    match = re.fullmatch(r"([\d.,]+)\s*\(([\d.,]+)\s*[–-]\s*([\d.,]+)\)", row.default)
+    if match:
+        return _float(match[1]), _float(match[2]), _float(match[3])
+    assert not re.fullmatch(r"[\d.,]+", row.default), f"{row.name}: state its range, e.g. `10 (1–60)`"
+    return None
+
+
+def _effective(env: dict[str, str]) -> dict[str, object]:
+    """Everything the settings functions make of ``env``."""
+    values: dict[str, object] = {}
+    for read in (model_settings, stream_settings, run_limits):
+        result = read(env)
+        values |= {f"{read.__name__}.{f}": getattr(result, f) for f in result.__dataclass_fields__}
+    return values
+
+
+@pytest.mark.parametrize("name", sorted(set(ROWS) | set(NUMBERS)))
+def test_readme_settings_row_matches_the_code(name: str) -> None:
+    assert name in ROWS, f"{name} is read by settings.py: add its row to README.md's configuration table"
+    stated = _stated_number(ROWS[name])
+    if name not in NUMBERS:
+        assert stated is None, f"{name} is a number: declare it in settings.NUMBERS"
+        return
+    default, minimum, maximum = stated or pytest.fail(f"{name}: the README gives no default and range")
+    assert NUMBERS[name] == Number(default, minimum, maximum)
+    # Behaviour, not just the declaration: the default applies when unset, both
+    # ends of the range are accepted, and a step beyond either is refused.
+    assert _number({}, name) == default
+    assert _number({name: str(minimum)}, name) == minimum and _number({name: f" {maximum} "}, name) == maximum
+    step = min(0.01, minimum / 2) if minimum else 0.01
+    for bad in (minimum - step, maximum + step):
+        with pytest.raises(SettingsError) as err:
+            _number({name: repr(bad)}, name)
+        assert str(err.value) == f"Setting {name} must be between {minimum:g} and {maximum:g}."
+    # And the setting reaches what the app uses.
+    assert any(_effective({**base, name: str(maximum)}) != _effective(base) for base in BASES), f"{name} is ignored"
+
+
+@pytest.mark.parametrize(
+    ("name", "effective"),
+    [
+        ("AZURE_OPENAI_API_VERSION", lambda env: model_settings(env).api_version),
+        ("STREAM_AUTH_LEVEL", lambda env: _auth_level(env)),
+        ("HOST", lambda env: _devhost_arguments(env).host),
+        ("PORT", lambda env: str(_devhost_arguments(env).port)),
+        ("LOG_LEVEL", lambda env: _devhost_arguments(env).log_level),
+    ],
+)
+def test_readme_defaults_of_text_settings(name: str, effective, monkeypatch: pytest.MonkeyPatch) -> None:
+    azure = {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME": "d"}
+    default = ROWS[name].default
+    assert default.startswith("`") and default.endswith("`"), f"{name}: write its default as `text`"
+    assert effective(azure) == default.strip("`")
+    assert effective({**azure, name: "4"}) != default.strip("`"), f"{name} is ignored"
+
+
+def _auth_level(env: dict[str, str]) -> str:
+    import function_app
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        if "STREAM_AUTH_LEVEL" in env:
+            mp.setenv("STREAM_AUTH_LEVEL", "anonymous")
+        return function_app._stream_auth_level().name.lower()
+
+
+def _devhost_arguments(env: dict[str, str]):
+    import devhost.__main__ as devhost_main
+
+    captured = {}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        mp.setattr(devhost_main, "create_app", lambda **_: (_ for _ in ()).throw(SystemExit(0)))
+        mp.setattr(
+            devhost_main.argparse.ArgumentParser,
+            "parse_args",
+            lambda self, argv=None: captured.setdefault("args", argparse.ArgumentParser.parse_known_args(self, [])[0]),
+        )
+        with pytest.raises(SystemExit):
+            devhost_main.main([])
+    return captured["args"]
+
+
+# ------------------------------------------------------------------------------ messages and names, exactly
+
+
+def test_a_setting_not_declared_yet_can_give_its_own_default_and_range() -> None:
+    assert _number({}, "NEW_LIMIT", 5, minimum=1, maximum=9) == 5
+    assert _number({"NEW_LIMIT": "9"}, "NEW_LIMIT", 5, minimum=1, maximum=9) == 9
+    with pytest.raises(SettingsError, match=r"^Setting NEW_LIMIT must be between 1 and 9\.$"):
+        _number({"NEW_LIMIT": "10"}, "NEW_LIMIT", 5, minimum=1, maximum=9)
+    with pytest.raises(KeyError):
+        _number({}, "NEW_LIMIT")  # neither declared nor given
+
+
+def test_the_first_set_name_wins_and_blank_counts_as_unset() -> None:
+    azure = {"AZURE_OPENAI_ENDPOINT": " https://r.openai.azure.com ", "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME": "  "}
+    azure |= {"AZURE_OPENAI_CHAT_COMPLETION_MODEL": "second", "AZURE_OPENAI_MODEL": "third"}
+    settings = model_settings(azure)
+    assert (settings.endpoint, settings.model) == ("https://r.openai.azure.com", "second")
+    assert model_settings({**azure, "AZURE_OPENAI_CHAT_COMPLETION_MODEL": ""}).model == "third"
+    assert model_settings({"OPENAI_BASE_URL": "http://h/v1", "OPENAI_CHAT_COMPLETION_MODEL": "alias"}).model == "alias"
+
+
+def test_the_provider_is_chosen_case_and_dash_blind() -> None:
+    env = {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME": "d"}
+    assert model_settings({**env, "MODEL_PROVIDER": "Azure-OpenAI"}).provider == "azure_openai"
+    assert model_settings({**env, "MODEL_PROVIDER": "OFFLINE"}).provider == "offline"
+    assert model_settings({"OPENAI_API_KEY": "k", "OPENAI_MODEL": "m"}).provider == "openai"
+
+
+def test_model_settings_carry_timeout_and_retries_to_real_models() -> None:
+    limits = {"MODEL_TIMEOUT_SECONDS": "7", "MODEL_MAX_RETRIES": "4"}
+    azure = {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME": "d"}
+    for env in (azure, {"OPENAI_API_KEY": "k", "OPENAI_MODEL": "m"}):
+        settings = model_settings({**env, **limits})
+        assert (settings.timeout_s, settings.max_retries) == (7.0, 4) and isinstance(settings.max_retries, int)
+    keyed = model_settings({**azure, "AZURE_OPENAI_API_KEY": "k3y", "AZURE_OPENAI_API_VERSION": "2025-01-01"})
+    assert (keyed.api_key, keyed.api_version) == ("k3y", "2025-01-01")
+
+
+def test_settings_messages_name_what_to_set() -> None:
+    with pytest.raises(SettingsError) as err:
+        model_settings({"MODEL_PROVIDER": "azure_openai"})
+    assert (
+        str(err.value)
+        == "Azure OpenAI is not configured: set AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_CHAT_DEPLOYMENT_NAME."
+    )
+    assert err.value.missing == ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME")
+    with pytest.raises(SettingsError) as err:
+        model_settings({"OPENAI_BASE_URL": "http://h/v1"})
+    assert str(err.value) == "OpenAI is not configured: set OPENAI_MODEL (the model name the server serves)."
+    assert (err.value.missing, err.value.code) == (("OPENAI_MODEL",), "model_not_configured")
+    with pytest.raises(SettingsError) as err:
+        model_settings({"MODEL_PROVIDER": "llamas"})
+    assert str(err.value) == "Setting MODEL_PROVIDER must be one of: azure_openai, openai, offline."
+    assert (err.value.missing, err.value.code) == ((), "invalid_setting")
+    with pytest.raises(SettingsError) as err:
+        model_settings({"WEBSITE_INSTANCE_ID": "abc"})
+    assert str(err.value) == (
+        "No model is configured for this function app: set AZURE_OPENAI_ENDPOINT and "
+        "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME (or OPENAI_API_KEY / OPENAI_BASE_URL and OPENAI_MODEL). "
+        "Set MODEL_PROVIDER=offline to serve the offline demo model on purpose."
+    )
+    assert err.value.missing == ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_CHAT_DEPLOYMENT_NAME")
+    assert SettingsError("x", code="custom").code == "custom"
+
+
+def test_repr_shows_the_choice_not_the_key() -> None:
+    settings = model_settings({"OPENAI_API_KEY": "sk-secret", "OPENAI_MODEL": "m", "OPENAI_BASE_URL": "http://h/v1"})
+    assert repr(settings) == "ModelSettings(provider='openai', model='m', endpoint='http://h/v1')"
+
+
+def test_an_openai_compatible_server_needs_no_key() -> None:
+    client = llm.create_chat_client(
+        model_settings(
+            {
+                "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+                "OPENAI_MODEL": "llama3.2",
+                "MODEL_TIMEOUT_SECONDS": "9",
+                "MODEL_MAX_RETRIES": "0",
+            }
+        )
+    )
+    assert client.client.api_key == llm.KEYLESS_PLACEHOLDER == "not-needed"
+    assert str(client.client.base_url) == "http://127.0.0.1:9/v1/"
+    assert (client.client.timeout, client.client.max_retries, client.model) == (9, 0, "llama3.2")
+    keyed = llm.create_chat_client(model_settings({"OPENAI_API_KEY": "sk-k", "OPENAI_MODEL": "m"}))
+    assert keyed.client.api_key == "sk-k"
+
+
+def test_the_offline_client_takes_its_pace_from_the_settings() -> None:
+    client = llm.create_chat_client(model_settings({"OFFLINE_MODEL_DELAY_MS": "40"}))
+    assert isinstance(client, OfflineChatClient) and client.delay == 0.04
+
+
+async def test_a_client_per_event_loop_and_settings_from_the_environment(monkeypatch) -> None:
+    import asyncio
+
+    monkeypatch.setenv("OFFLINE_MODEL_DELAY_MS", "3")
+    here, settings = llm.chat_client()
+    assert settings.offline_delay_s == 0.003 and llm.chat_client()[0] is here
+    elsewhere = await asyncio.to_thread(lambda: asyncio.run(_client_in_a_new_loop()))
+    assert elsewhere is not here, "a client holds connections of its own event loop"
+
+
+async def _client_in_a_new_loop():
+    return llm.chat_client()[0]
+
+
+def test_the_settings_error_for_a_client_that_cannot_be_built_is_exact(monkeypatch) -> None:
+    def refuse(settings):
+        raise ValueError("bad endpoint")
+
+    monkeypatch.setattr(llm, "create_chat_client", refuse)
+    with pytest.raises(SettingsError) as err:
+        llm.chat_client(model_settings({"OPENAI_API_KEY": "k", "OPENAI_MODEL": "other-model"}))
+    assert str(err.value) == (
+        "Could not create the openai client from the app's settings (ValueError); "
+        "check the endpoint and model settings."
+    )
+    assert isinstance(err.value.__cause__, ValueError)

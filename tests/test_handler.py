@@ -1,0 +1,400 @@
+"""The stream handler in-process, at the ASGI surface the server calls.
+
+The same app the local host serves (``devhost.app.build_app`` over
+``function_app.app``), called the way uvicorn calls it, with settings from
+the environment as in production. In-process so that what only a server
+could show (a reader that never reads, a header no HTTP client would send)
+can be tested, and so that mutation testing sees these tests run the code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import itertools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
+
+import function_app
+import llm
+from devhost.app import build_app
+from streaming.events import AgentStarted, Done, Error, StreamEvent, TextDelta
+from streaming.http import stream_run
+from tests.support import parse_sse
+
+AGENT = "/api/agent/stream"
+
+
+@dataclass
+class Reply:
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    writes: list[tuple[float, bytes]] = field(default_factory=list)  # (when, body) of every write
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(chunk for _, chunk in self.writes)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def call(
+    app: Any,
+    method: str,
+    path: str,
+    *,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    query: str = "",
+    send_hook: Callable[[dict[str, Any]], Any] | None = None,
+) -> Reply:
+    """One request through ``app`` as an ASGI server makes it."""
+    headers = {"host": "127.0.0.1:7071", **(headers or {})}  # every HTTP/1.1 request names its host
+    if method == "POST":
+        headers = {"content-length": str(len(body)), **headers}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 7071),
+    }
+    reply = Reply()
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client stays
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        if send_hook is not None:
+            await send_hook(message)
+        if message["type"] == "http.response.start":
+            reply.status = message["status"]
+            reply.headers = {k.decode().lower(): v.decode() for k, v in message["headers"]}
+        elif message["type"] == "http.response.body" and message.get("body"):
+            reply.writes.append((time.monotonic(), message["body"]))
+
+    await asyncio.wait_for(app(scope, receive, send), 20)
+    return reply
+
+
+def post_json(data: Any, **headers: str) -> dict[str, Any]:
+    return {"body": json.dumps(data).encode(), "headers": {"content-type": "application/json", **headers}}
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+    monkeypatch.setenv("OFFLINE_MODEL_DELAY_MS", "0")
+
+
+@pytest.fixture
+def app(offline: None) -> Any:
+    # A fresh import: the Functions library lets an app list its functions once.
+    return build_app(importlib.reload(function_app).app, prefix="api")[0]
+
+
+def with_runner(runner: Callable[..., AsyncIterator[StreamEvent]]) -> Starlette:
+    """The shared handler over a runner of the test's own."""
+
+    async def endpoint(request: Request) -> Any:
+        return await stream_run(request, runner)
+
+    return Starlette(routes=[Route(AGENT, endpoint, methods=["GET", "POST"])])
+
+
+# ------------------------------------------------------------------------------ limits from the environment
+
+
+async def test_max_body_bytes_comes_from_the_environment(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_BODY_BYTES", "1024")
+    small, large = {"message": "Weather in Oslo?"}, {"message": "Weather in Oslo?", "pad": "x" * 1024}
+    assert (await call(app, "POST", AGENT, **post_json(small))).status == 200
+    reply = await call(app, "POST", AGENT, **post_json(large))
+    assert (reply.status, reply.json()["error"]["code"]) == (413, "body_too_large")
+    assert "1024 bytes" in reply.json()["error"]["message"]
+
+
+async def test_a_declared_length_over_the_limit_is_refused_unread(app: Any) -> None:
+    reply = await call(app, "POST", AGENT, body=b"{}", headers={"content-type": "application/json"})
+    assert (reply.status, reply.json()["error"]["code"]) == (400, "missing_message")
+    reply = await call(
+        app, "POST", AGENT, body=b"", headers={"content-type": "application/json", "content-length": "262145"}
+    )
+    assert (reply.status, reply.json()["error"]["code"]) == (413, "body_too_large")
+
+
+async def test_a_content_length_that_is_not_a_number_is_a_400(app: Any) -> None:
+    reply = await call(
+        app, "POST", AGENT, body=b"{}", headers={"content-type": "application/json", "content-length": "ten"}
+    )
+    assert reply.status == 400
+    assert reply.json()["error"]["code"] == "invalid_content_length"
+
+
+@pytest.mark.parametrize(("limit", "turns", "status"), [(None, 40, 200), (None, 41, 413), ("2", 2, 200), ("2", 3, 413)])
+async def test_max_history_messages_is_the_most_turns_accepted(
+    app: Any, monkeypatch: pytest.MonkeyPatch, limit: str | None, turns: int, status: int
+) -> None:
+    if limit is not None:
+        monkeypatch.setenv("MAX_HISTORY_MESSAGES", limit)
+    history = [{"role": ("user", "assistant")[i % 2], "content": f"turn {i}"} for i in range(turns)]
+    reply = await call(app, "POST", AGENT, **post_json({"message": "And in Oslo?", "messages": history}))
+    assert reply.status == status
+    if status == 413:
+        assert reply.json()["error"]["code"] == "too_many_messages"
+
+
+async def test_max_message_chars_comes_from_the_environment(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_MESSAGE_CHARS", "12")
+    assert (await call(app, "GET", AGENT, query="message=Oslo%20today?")).status == 200
+    reply = await call(app, "GET", AGENT, query="message=Oslo%20tomorrow?")
+    assert (reply.status, reply.json()["error"]["code"]) == (413, "message_too_long")
+
+
+# ------------------------------------------------------------------------------ timings from the environment
+
+
+async def test_a_reader_that_stops_reading_ends_the_run_after_send_timeout(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SEND_TIMEOUT_SECONDS takes effect: the default (30 s) would outlast the wait."""
+    monkeypatch.setenv("SEND_TIMEOUT_SECONDS", "0.3")
+    monkeypatch.setenv("OFFLINE_MODEL_DELAY_MS", "5")
+    stuck = asyncio.Event()
+
+    async def stop_reading(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            stuck.set()
+            await asyncio.Event().wait()  # the socket buffer is full and nobody reads
+
+    started = time.monotonic()
+    reply = await asyncio.wait_for(call(app, "GET", AGENT, query="message=Oslo", send_hook=stop_reading), 10)
+    assert stuck.is_set() and reply.status == 200
+    assert time.monotonic() - started < 10
+
+
+async def test_heartbeat_follows_the_last_write_by_heartbeat_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ping goes out HEARTBEAT_SECONDS after the last write, not up to twice that."""
+    monkeypatch.setenv("HEARTBEAT_SECONDS", "0.4")
+
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        await asyncio.sleep(0.05)
+        yield TextDelta("hello", "weather")
+        await asyncio.sleep(1.2)
+        yield Done("offline", "offline-demo")
+
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+    reply = await call(with_runner(runner), "GET", AGENT, query="message=hi")
+    text_at = next(at for at, body in reply.writes if b"hello" in body)
+    pings = [at - text_at for at, body in reply.writes if body == b": ping\n\n" and at > text_at]
+    assert len(pings) >= 2, reply.writes
+    assert 0.3 <= pings[0] <= 0.6, pings
+    assert all(0.2 <= b - a <= 0.6 for a, b in itertools.pairwise(pings)), pings
+
+
+# ------------------------------------------------------------------------------ the event contract
+
+
+async def test_an_error_event_from_a_runner_ends_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        yield AgentStarted("weather")
+        yield Error("upstream_error", "The model service failed to answer.")
+        yield TextDelta("after the end", "weather")
+        yield Done("offline", "offline-demo")
+
+    reply = await call(with_runner(runner), "GET", AGENT, query="message=hi")
+    events = parse_sse(reply.body.decode().split("\n"))
+    assert [e.event for e in events] == ["agent_started", "error"]
+    assert events[-1].data == {"error": {"code": "upstream_error", "message": "The model service failed to answer."}}
+
+
+@pytest.mark.parametrize(
+    ("accept", "media_type"),
+    [
+        ("application/x-ndjson, text/plain", "application/x-ndjson"),
+        ("text/plain, application/x-ndjson", "text/plain; charset=utf-8"),
+        ("text/plain;q=0.5, application/x-ndjson;q=0.5, text/event-stream;q=0.5", "text/plain; charset=utf-8"),
+        ("text/plain;q=0.4, application/x-ndjson;q=0.5", "application/x-ndjson"),
+    ],
+)
+async def test_accept_ties_go_to_the_first_listed(app: Any, accept: str, media_type: str) -> None:
+    reply = await call(app, "GET", AGENT, query="message=Oslo", headers={"accept": accept})
+    assert reply.headers["content-type"] == media_type
+
+
+# ------------------------------------------------------------------------------ failures before streaming
+
+
+async def test_a_500_carries_its_run_id_and_the_log_names_it(
+    app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("secret-token-123 in a bug")
+
+    monkeypatch.setattr(llm, "chat_client", broken)
+    with caplog.at_level(logging.ERROR, logger="streaming.http"):
+        reply = await call(app, "POST", AGENT, **post_json({"message": "Weather in Oslo?"}))
+    assert reply.status == 500
+    assert reply.json() == {"error": {"code": "internal_error", "message": "The request failed unexpectedly."}}
+    run_id = reply.headers["x-run-id"]
+    assert len(run_id) >= 32
+    logged = [r for r in caplog.records if r.name == "streaming.http" and r.levelno == logging.ERROR]
+    assert len(logged) == 1 and run_id in logged[0].getMessage() and logged[0].exc_info
+    assert b"secret" not in reply.body
+
+
+async def test_a_bad_setting_is_a_503_naming_it_not_its_value(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUN_DEADLINE_SECONDS", "soon-ish")
+    reply = await call(app, "POST", AGENT, **post_json({"message": "Weather in Oslo?"}))
+    assert reply.status == 503
+    assert reply.json() == {
+        "error": {"code": "invalid_setting", "message": "Setting RUN_DEADLINE_SECONDS must be a number."}
+    }
+
+
+# ------------------------------------------------------------------------------ what the README promises
+
+
+async def test_a_reconnecting_event_source_gets_204_and_no_run(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_model(*_: Any) -> Any:
+        raise AssertionError("a reconnect must not run the agent")
+
+    monkeypatch.setattr(llm, "chat_client", no_model)
+    reply = await call(app, "GET", AGENT, query="message=Oslo", headers={"last-event-id": "7"})
+    assert (reply.status, reply.body) == (204, b"")
+
+
+async def test_stream_headers_and_the_run_id_is_the_invocation_id(app: Any) -> None:
+    reply = await call(app, "GET", AGENT, query="message=Oslo")
+    assert reply.status == 200
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    assert reply.headers["cache-control"] == "no-cache" and reply.headers["x-accel-buffering"] == "no"
+    assert len(reply.headers["x-run-id"]) == 36  # the host's invocation id (a UUID), as the log shows it
+    events = parse_sse(reply.body.decode().split("\n"))
+    assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].event == "done"
+
+
+async def test_health_names_the_model_never_the_key(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_PROVIDER", "openai")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-4242")
+    monkeypatch.setenv("OPENAI_MODEL", "gpt-test")
+    reply = await call(app, "GET", "/api/health")
+    assert reply.json() == {"status": "ok", "model": {"configured": True, "provider": "openai", "model": "gpt-test"}}
+    monkeypatch.delenv("OPENAI_MODEL")
+    reply = await call(app, "GET", "/api/health")
+    assert reply.json()["model"]["configured"] is False and "OPENAI_MODEL" in reply.json()["model"]["error"]
+    assert b"sk-secret" not in reply.body
+
+
+# ------------------------------------------------------------------------------ whatever the runner does
+
+
+def sse_events(reply: Reply) -> list[Any]:
+    return parse_sse(reply.body.decode().split("\n"))
+
+
+async def run_with(runner: Callable[..., AsyncIterator[StreamEvent]], monkeypatch: pytest.MonkeyPatch) -> Reply:
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+    return await call(with_runner(runner), "GET", AGENT, query="message=hi")
+
+
+async def test_a_runner_that_raises_ends_with_one_safe_error_logged_under_the_run_id(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        yield TextDelta("partial", "weather")
+        raise RuntimeError("secret-key-123 in a bug")
+
+    with caplog.at_level(logging.INFO):
+        reply = await run_with(runner, monkeypatch)
+    events = sse_events(reply)
+    assert [e.event for e in events] == ["message", "error"]
+    assert events[-1].data == {"error": {"code": "internal_error", "message": "The run failed unexpectedly."}}
+    assert b"secret" not in reply.body
+    run_id = reply.headers["x-run-id"]
+    failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert failures and all(run_id in r.getMessage() for r in failures)
+    assert any(r.exc_info for r in failures), "a bug's traceback goes to the log"
+
+
+async def test_an_expected_upstream_failure_is_logged_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import httpx
+    import openai
+
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        yield AgentStarted("weather")
+        raise openai.APITimeoutError(request=httpx.Request("POST", "http://127.0.0.1/v1"))
+
+    with caplog.at_level(logging.INFO):
+        reply = await run_with(runner, monkeypatch)
+    assert sse_events(reply)[-1].data["error"]["code"] == "upstream_timeout"
+    failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(failures) == 1 and failures[0].exc_info is None
+    assert reply.headers["x-run-id"] in failures[0].getMessage() and "APITimeoutError" in failures[0].getMessage()
+
+
+async def test_a_runner_that_stops_without_a_terminal_event_gets_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        yield TextDelta("a", "weather")
+
+    events = sse_events(await run_with(runner, monkeypatch))
+    assert events[-1].data == {"error": {"code": "internal_error", "message": "The run ended unexpectedly."}}
+
+
+async def test_run_deadline_seconds_ends_the_run_with_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUN_DEADLINE_SECONDS", "0.3")
+    closed = asyncio.Event()
+
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        try:
+            yield TextDelta("thinking", "weather")
+            await asyncio.sleep(30)
+            yield Done("offline", "offline-demo")
+        finally:
+            closed.set()
+
+    events = sse_events(await run_with(runner, monkeypatch))
+    assert [e.event for e in events] == ["message", "error"]
+    assert events[-1].data == {"error": {"code": "timeout", "message": "The run did not finish within 0.3 seconds."}}
+    assert closed.is_set(), "the run is cancelled, and with it the model call"
+
+
+async def test_done_is_stamped_with_the_run_s_duration_and_ends_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        await asyncio.sleep(0.15)
+        yield Done("offline", "offline-demo", usage={"input_tokens": 1, "output_tokens": 2, "total_tokens": 3})
+        yield TextDelta("after the end", "weather")
+
+    events = sse_events(await run_with(runner, monkeypatch))
+    assert [e.event for e in events] == ["done"]
+    done = events[0].data
+    assert 150 <= done["elapsed_ms"] < 10_000
+    assert done["usage"] == {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}
