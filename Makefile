@@ -8,12 +8,12 @@ PY := $(VENV)/bin/python
 PORT ?= 7071
 PYTEST_ARGS ?=
 
-.PHONY: run test lint lock load soak bench memcheck mutate system-deps node-deps clean help
+.PHONY: run test lint lock load soak bench memcheck mutate system-deps node-deps agui-chat-client clean help
 
 help:
 	@echo "make run [PORT=7071]   serve the app locally (offline model unless configured)"
 	@echo "make test              install what the tests need and run the whole suite"
-	@echo "make lint | lock | load | soak | bench | memcheck | mutate | clean"
+	@echo "make lint | lock | load | soak | bench | memcheck | mutate | agui-chat-client | clean"
 
 # PYTHON may name a pyenv version that is installed but not active (the
 # shim then refuses to run it): use that version's interpreter directly.
@@ -67,6 +67,17 @@ test: $(VENV)/.dev system-deps node-deps
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Agent Framework's AGUIChatClient against the AG-UI endpoint, in its own
+# virtual environment (its pins cannot live beside the app's): optional.
+AGUI_CLIENT_VENV ?= .venv-agui-client
+$(AGUI_CLIENT_VENV)/.installed: tests/agui_chat_client/requirements.txt
+	$(PYTHON) -m venv $(AGUI_CLIENT_VENV)
+	$(AGUI_CLIENT_VENV)/bin/python -m pip install --quiet -r $<
+	@touch $@
+
+agui-chat-client: $(VENV)/.dev $(AGUI_CLIENT_VENV)/.installed
+	$(PY) -m tests.agui_chat_client.check $(AGUI_CLIENT_VENV)/bin/python
+
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -100,4 +111,4 @@ mutate: $(VENV)/.dev
 	$(PY) -m tests.mutation_score
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output mutants
+	rm -rf $(VENV) $(AGUI_CLIENT_VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output mutants

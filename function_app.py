@@ -16,7 +16,8 @@ from azurefunctions.extensions.http.fastapi import HTMLResponse, JSONResponse, R
 
 import llm
 from settings import SettingsError
-from streaming.http import stream_run
+from streaming.agui import AGENT_PROTOCOL, WORKFLOW_PROTOCOL
+from streaming.http import resume_run, stream_run
 from streaming.runners import run_agent, run_workflow
 from web import chat_page as _chat_page
 
@@ -49,6 +50,20 @@ async def stream_workflow(req: Request) -> StreamingResponse:
     return await stream_run(req, run_workflow)
 
 
+@app.route(route="agent/ag-ui", methods=["POST"], auth_level=STREAM_AUTH_LEVEL)
+async def agui_agent(req: Request) -> StreamingResponse:
+    """The weather agent for AG-UI front ends (``RunAgentInput`` in, AG-UI
+    events out), client tools included."""
+    return await stream_run(req, run_agent, AGENT_PROTOCOL)
+
+
+@app.route(route="workflow/ag-ui", methods=["POST"], auth_level=STREAM_AUTH_LEVEL)
+async def agui_workflow(req: Request) -> StreamingResponse:
+    """The workflow for AG-UI front ends; each agent a step. Client tools
+    are ignored (the workflow's agents have their own)."""
+    return await stream_run(req, run_workflow, WORKFLOW_PROTOCOL)
+
+
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: Request) -> JSONResponse:
     """Liveness, and which model the app would use (never its key)."""
@@ -66,3 +81,10 @@ async def chat_page(req: Request) -> HTMLResponse:
     its security headers (see ``web/__init__.py``)."""
     html, headers = _chat_page()
     return HTMLResponse(html, headers=headers)
+
+
+@app.route(route="runs/{token}/stream", methods=["GET"], auth_level=STREAM_AUTH_LEVEL)
+async def resume_stream(req: Request) -> StreamingResponse:
+    """A run again, from after the event id in ``Last-Event-ID`` or ``?after=``
+    (see the README's event contract)."""
+    return await resume_run(req, req.path_params.get("token") or req.url.path.rstrip("/").split("/")[-2])

@@ -7,6 +7,9 @@ calls, the two-agent workflow) runs with no network:
 * it streams its answer word by word, ``delay`` seconds apart;
 * when tools are offered and the current turn has no tool results yet, it
   calls ``get_weather`` once per place the user names;
+* when the app offers other tools (an AG-UI front end's client tools) and
+  the message names one, it calls it once, with the JSON object written
+  right after the name as its arguments (``{}`` if there is none);
 * once the results are back, it answers from them;
 * without tools but with earlier findings in the conversation (the writer
   in the workflow), it writes a short piece from those findings;
@@ -82,6 +85,47 @@ def find_places(text: str) -> list[str]:
     for place in found:
         unique.setdefault(place.casefold(), place)
     return list(unique.values())[:MAX_PLACES]
+
+
+def _asked_tools(text: str, names: Sequence[str]) -> tuple[list[tuple[str, dict[str, Any]]], str]:
+    """Tools named in ``text`` (whole word), each with the JSON object that
+    follows its name, and ``text`` without those mentions (so a tool's name
+    or arguments are not taken for places)."""
+    asked: list[tuple[str, dict[str, Any]]] = []
+    for name in names:
+        match = re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text)
+        if not match:
+            continue
+        arguments: dict[str, Any] = {}
+        end = match.end()
+        rest = text[end:]
+        start = len(rest) - len(rest.lstrip())
+        if rest[start:].startswith("{"):
+            try:
+                value, length = json.JSONDecoder().raw_decode(rest[start:])
+            except (ValueError, RecursionError):
+                value, length = None, 0
+            if isinstance(value, dict):
+                arguments, end = value, end + start + length
+        asked.append((name, arguments))
+        text = f"{text[: match.start()]} {text[end:]}"
+    return asked, text
+
+
+def _tool_answers(messages: Sequence[Message], skip: str) -> list[tuple[str, str]]:
+    """``(tool name, result text)`` for every tool result but ``skip``'s."""
+    names: dict[str, str] = {}
+    answers: list[tuple[str, str]] = []
+    for message in messages:
+        for content in message.contents:
+            if content.type == "function_call" and content.call_id:
+                names[content.call_id] = content.name or ""
+            elif content.type == "function_result":
+                name = names.get(content.call_id or "", "")
+                if name and name != skip:
+                    result = content.result if isinstance(content.result, str) else json.dumps(content.result)
+                    answers.append((name, content.exception or result or ""))
+    return answers
 
 
 def pieces(text: str) -> list[str]:
@@ -172,32 +216,50 @@ class OfflineChatClient(FunctionInvocationLayer[Any], BaseChatClient[Any]):
         # for everything the user asked in the conversation.
         asked = " ".join(_text_of(m) for m in messages if m.role == "user")
         turn = messages[last_user + 1 :]
-        offers_weather = any(getattr(t, "name", None) == WEATHER_TOOL for t in options.get("tools") or ())
+        offered = [getattr(t, "name", None) for t in options.get("tools") or ()]
+        offers_weather = WEATHER_TOOL in offered
+        client_tools = [n for n in offered if isinstance(n, str) and n and n != WEATHER_TOOL]
         prompt_words = sum(len(_text_of(m).split()) for m in messages)
 
         answered = any(c.type == "function_result" for m in turn for c in m.contents)
-        if offers_weather and not answered:
-            places = find_places(request)
-            if places:
-                calls = [
-                    Content.from_function_call(
-                        call_id=f"call_{response_id}_{i}",
-                        name=WEATHER_TOOL,
-                        arguments=json.dumps({"location": place}),
-                    )
-                    for i, place in enumerate(places)
-                ]
+        if (offers_weather or client_tools) and not answered:
+            asked_tools, request = _asked_tools(request, client_tools)
+            places = find_places(request) if offers_weather else []
+            calls = [
+                Content.from_function_call(
+                    call_id=f"call_{response_id}_{i}",
+                    name=WEATHER_TOOL,
+                    arguments=json.dumps({"location": place}),
+                )
+                for i, place in enumerate(places)
+            ]
+            calls += [
+                Content.from_function_call(
+                    call_id=f"call_{response_id}_{len(places) + i}", name=name, arguments=json.dumps(arguments)
+                )
+                for i, (name, arguments) in enumerate(asked_tools)
+            ]
+            if calls:
                 await asyncio.sleep(self.delay)
                 yield self._update(response_id, calls, finish_reason="tool_calls")
-                yield self._usage(response_id, prompt_words, len(places) * 8)
+                yield self._usage(response_id, prompt_words, len(calls) * 8)
                 return
-            answer = "Which place would you like the weather for? Name a city, for example Seattle or Paris."
-        elif offers_weather:
-            answer = " ".join(f"{_describe(r)}." for r in _reports(turn))
-            answer = f"Here is the current weather. {answer} (Offline sample data, not a forecast.)"
+            if offers_weather:
+                answer = "Which place would you like the weather for? Name a city, for example Seattle or Paris."
+            else:
+                answer = self._write(asked, messages)
+        elif offers_weather or client_tools:
+            parts = []
+            reports = _reports(turn)
             failed = _failed_places(turn)
+            if reports or failed:
+                found = " ".join(f"{_describe(r)}." for r in reports)
+                parts.append(f"Here is the current weather. {found} (Offline sample data, not a forecast.)")
             if failed:
-                answer += f" I could not get the weather for {', '.join(failed)}: the weather service failed."
+                parts.append(f"I could not get the weather for {', '.join(failed)}: the weather service failed.")
+            answers = _tool_answers(turn, WEATHER_TOOL)
+            parts += [f"Your app's {name} tool answered: {result}" for name, result in answers]
+            answer = " ".join(parts) or "Done."
         else:
             answer = self._write(asked, messages)
 

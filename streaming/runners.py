@@ -71,7 +71,12 @@ async def run_agent(
         agent = _agents(client, caps.max_output_tokens)[0]
     mapper = UpdateMapper(max_output_chars=caps.max_run_output_chars)
     yield AgentStarted(WEATHER_AGENT_NAME)
-    stream = agent.run(request.to_messages(), stream=True)
+    # An AG-UI request may offer the client's own (declaration-only) tools.
+    client_tools = getattr(request, "client_tools", ())
+    if client_tools:
+        stream = agent.run(request.to_messages(), stream=True, tools=list(client_tools))
+    else:
+        stream = agent.run(request.to_messages(), stream=True)
     try:
         async for update in stream:
             for event in mapper.feed(update, WEATHER_AGENT_NAME):
