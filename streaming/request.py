@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from agent_framework import Message
+from starlette.requests import ClientDisconnect
 
 from settings import StreamSettings
+
+if TYPE_CHECKING:  # the framework loads with the first run, not with the app
+    from agent_framework import Message
 
 ROLES = ("user", "assistant")
 JSON_TYPES = ("application/json",)
@@ -54,6 +57,8 @@ class RunRequest:
     history: tuple[Turn, ...] = ()
 
     def to_messages(self) -> list[Message]:
+        from agent_framework import Message
+
         return [Message(role=t.role, contents=[t.content]) for t in (*self.history, Turn("user", self.message))]
 
 
@@ -145,10 +150,6 @@ async def read_body(
             raise RequestError(400, "invalid_content_length", "The Content-Length header is not a number.") from None
         if declared > limits.max_body_bytes:
             raise RequestError(413, "body_too_large", f"The request body is larger than {limits.max_body_bytes} bytes.")
-    # Imported here: importing starlette.requests at module level makes
-    # tests/test_runners.py's per-run object count grow when run alone.
-    from starlette.requests import ClientDisconnect
-
     body = bytearray()
     try:
         with anyio.fail_after(timeout_s):
