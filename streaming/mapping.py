@@ -14,9 +14,10 @@ Both runners (agent and workflow) feed :class:`UpdateMapper` the
   ``error``; an answer the length limit cut is remembered for ``done``;
 * sums token usage across the model calls of a run and remembers the model
   name the service reported;
-* counts the text a run streams and raises :class:`OutputTooLong` past
-  ``max_output_chars`` (the framework keeps every update of a run in
-  memory, so a model that never stops would grow the process without end).
+* counts the text a run streams (answers and tool-call arguments) and
+  raises :class:`OutputTooLong` past ``max_output_chars`` (the framework
+  keeps every update of a run in memory, so a model that never stops would
+  grow the process without end).
 
 Tool-call ids. Servers do not all keep OpenAI's promise of a fresh id per
 call: some number calls per response (``call_0`` at every step), some send
@@ -110,9 +111,7 @@ class UpdateMapper:
             kind = content.type
             if kind == "text":
                 if content.text:
-                    self.output_chars += len(content.text)
-                    if self.max_output_chars is not None and self.output_chars > self.max_output_chars:
-                        raise OutputTooLong(self.max_output_chars)
+                    self._spend(len(content.text))
                     if self._pending:
                         events += self.flush()
                     events.append(TextDelta(content.text, agent))
@@ -146,6 +145,12 @@ class UpdateMapper:
                 events.append(Error(CONTENT_FILTERED_ANSWER.code, CONTENT_FILTERED_ANSWER.message))
             self._calls_in_turn = False
         return events
+
+    def _spend(self, chars: int) -> None:
+        """Count streamed text (answers and tool-call arguments alike)."""
+        self.output_chars += chars
+        if self.max_output_chars is not None and self.output_chars > self.max_output_chars:
+            raise OutputTooLong(self.max_output_chars)
 
     def flush(self) -> list[StreamEvent]:
         """Emit every tool call assembled so far."""
@@ -220,6 +225,7 @@ class UpdateMapper:
         if isinstance(arguments, dict):
             call.parsed = arguments
         elif isinstance(arguments, str):
+            self._spend(len(arguments))
             call.arguments.append(arguments)
 
     def _match(self, content: Any, agent: str) -> tuple[_Key | None, _Call | None]:

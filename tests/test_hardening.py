@@ -273,6 +273,17 @@ def test_the_mapper_raises_past_the_run_output_cap() -> None:
     assert info.code == "output_too_long" and "10 characters" in info.message
 
 
+def test_endless_tool_call_arguments_count_too() -> None:
+    from agent_framework import AgentResponseUpdate, Content
+
+    mapper = UpdateMapper(max_output_chars=100)
+    fragment = Content.from_function_call(call_id="c1", name="get_weather", arguments='{"location": "' + "x" * 60)
+    mapper.feed(AgentResponseUpdate(contents=[fragment], role="assistant"), "a")
+    more = Content.from_function_call(call_id="c1", name="", arguments="y" * 60)
+    with pytest.raises(OutputTooLong):
+        mapper.feed(AgentResponseUpdate(contents=[more], role="assistant"), "a")
+
+
 def _user(text: str) -> Message:
     return Message(role="user", contents=[text])
 
