@@ -96,7 +96,13 @@ def hermetic_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]
 # a test ran in-process. A server under test runs the code in another process:
 # under mutmut's stats run, the server records what it ran in a file, and each
 # test that used the server is credited with it (see tests/conftest.py).
-MUTMUT_STATS = os.environ.get("MUTANT_UNDER_TEST") == "stats"
+
+
+def mutmut_stats() -> bool:
+    """Whether mutmut is recording which tests run which code."""
+    return os.environ.get("MUTANT_UNDER_TEST") == "stats"
+
+
 _SERVE_RECORDING_HITS = """
 import atexit, json, os, runpy, signal, sys
 import mutmut.mutation.trampoline as trampoline
@@ -150,7 +156,7 @@ class AppServer:
     def start(self, timeout: float = 60.0) -> AppServer:
         self._log = self.log_file.open("wb")
         args = ["--port", "0", "--port-file", str(self.port_file), "--settings", str(self.settings_file)]
-        command = ["-c", _SERVE_RECORDING_HITS] if MUTMUT_STATS else ["-m", "devhost"]
+        command = ["-c", _SERVE_RECORDING_HITS] if mutmut_stats() else ["-m", "devhost"]
         self.process = subprocess.Popen(
             [sys.executable, *command, *args], cwd=ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT
         )
@@ -183,7 +189,7 @@ class AppServer:
                 self.process.wait()
         if self in RUNNING_SERVERS:
             RUNNING_SERVERS.remove(self)
-            if MUTMUT_STATS:
+            if mutmut_stats():
                 record_server_hits(self)
         if getattr(self, "_log", None):
             self._log.close()
