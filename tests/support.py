@@ -94,13 +94,17 @@ def hermetic_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]
 
 # mutmut (``make mutate``) chooses the tests for each mutant from the functions
 # a test ran in-process. A server under test runs the code in another process:
-# under mutmut's stats run, the server records what it ran in a file, and each
-# test that used the server is credited with it (see tests/conftest.py).
+# with MUTMUT_SERVER_TESTS=1, under mutmut's stats run the server records what
+# it ran in a file, and each test that used the server is credited with it
+# (see tests/conftest.py). Without it, the in-process tests of the handler
+# (tests/test_handler.py) are the ones that count for it.
 
 
 def mutmut_stats() -> bool:
-    """Whether mutmut is recording which tests run which code."""
-    return os.environ.get("MUTANT_UNDER_TEST") == "stats"
+    """Whether mutmut is recording which tests run which code, servers included
+    (``MUTMUT_SERVER_TESTS=1``: thorough, and slow, since every mutant those
+    tests cover then starts servers of its own)."""
+    return os.environ.get("MUTANT_UNDER_TEST") == "stats" and os.environ.get("MUTMUT_SERVER_TESTS") == "1"
 
 
 _SERVE_RECORDING_HITS = """
