@@ -91,7 +91,7 @@ MUTATE ?= settings.* streaming.* tools.* llm.*
 MUTATE_JOBS ?= 2
 MUTATE_SERVERS ?= 0
 mutate: $(VENV)/.dev
-	MUTMUT_SERVER_TESTS=$(MUTATE_SERVERS) $(PY) -m mutmut run --max-children $(MUTATE_JOBS) $(MUTATE)
+	set -f; MUTMUT_SERVER_TESTS=$(MUTATE_SERVERS) $(PY) -m mutmut run --max-children $(MUTATE_JOBS) $(MUTATE)
 	$(PY) -m tests.mutation_score
 
 clean:
