@@ -136,7 +136,8 @@ def _readers() -> list:
         fn
         for name, fn in vars(settings_module).items()
         if callable(fn)
-        and not name.startswith("_")
+        and not name.startswith(("_", "x_", "xǁ"))  # nor the copies `make mutate` writes
+        and "__mutmut_" not in name
         and getattr(fn, "__module__", None) == "settings"
         and next(iter(inspect.signature(fn).parameters), None) == "env"
     ]
