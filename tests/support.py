@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,29 @@ def app_variables() -> frozenset[str]:
 
 def is_app_variable(name: str, names: frozenset[str] | None = None) -> bool:
     return name in (app_variables() if names is None else names) or name.startswith(PLATFORM_PREFIXES)
+
+
+class _AppVariables:
+    """``name in MODEL_VARIABLES``: :func:`is_app_variable`, for code written
+    before the list came from the README."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and is_app_variable(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(app_variables()))
+
+
+MODEL_VARIABLES = _AppVariables()
+
+
+def free_port() -> int:
+    """A port free now, for a server that cannot bind port 0 itself. Another
+    process may take it before the server binds it: prefer port 0 and ask the
+    server which port it got (as :class:`AppServer` does)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def hermetic_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
