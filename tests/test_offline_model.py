@@ -187,3 +187,50 @@ async def test_the_same_city_always_gets_the_same_weather(city: str, report: tup
         "humidity_pct": report[3],
         "source": "offline sample data",
     }
+
+
+def _tool_turn(*reports: dict) -> list:
+    import json
+
+    from agent_framework import Content, Message
+
+    results = [Content.from_function_result(call_id=f"c{i}", result=json.dumps(r)) for i, r in enumerate(reports)]
+    return [Message(role="tool", contents=results)]
+
+
+def test_the_writer_s_brief_says_what_to_wear() -> None:
+    cold = {"location": "Oslo", "conditions": "windy", "temperature_c": 5, "wind_kph": 12}
+    warm = {"location": "Lima", "conditions": "sunny", "temperature_c": 12, "wind_kph": 3}
+    assert OfflineChatClient._write("a report", _tool_turn(cold, warm)) == (
+        "Weather brief. Oslo: windy, 5 °C, wind 12 km/h; Lima: sunny, 12 °C, wind 3 km/h. "
+        "Pack a layer and check again later: conditions change."
+    )
+    assert OfflineChatClient._write("a report", _tool_turn(warm)) == (
+        "Weather brief. Lima: sunny, 12 °C, wind 3 km/h. Light clothing will do and check again later: "
+        "conditions change."
+    )
+    assert OfflineChatClient._write("a report", _tool_turn({"location": "Nowhere"})) == (
+        "Weather brief. Nowhere: unknown, ? °C, wind ? km/h. Light clothing will do and check again later: "
+        "conditions change."
+    )
+
+
+def test_the_writer_without_weather_reports() -> None:
+    from agent_framework import Message
+
+    findings = [Message(role="assistant", contents=["First."]), Message(role="assistant", contents=["Found it."])]
+    assert OfflineChatClient._write("anything", findings) == "In short: Found it."
+    assert OfflineChatClient._write("  hello  ", []) == "This is the offline demo model. You asked: hello"
+    assert OfflineChatClient._write("   ", []) == "This is the offline demo model. You asked: (nothing)"
+
+
+async def test_usage_counts_the_prompt_and_the_answer() -> None:
+    from agent_framework import Message
+
+    client = OfflineChatClient(delay=0)
+    response = await client.get_response([Message(role="user", contents=["three word prompt"])])
+    assert response.text == "This is the offline demo model. You asked: three word prompt"
+    usage = response.usage_details
+    # a token per word of the prompt, per streamed piece of the answer (11 words)
+    assert (usage["input_token_count"], usage["output_token_count"], usage["total_token_count"]) == (3, 11, 14)
+    assert response.model_id == "offline-demo"
