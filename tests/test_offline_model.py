@@ -233,4 +233,4 @@ async def test_usage_counts_the_prompt_and_the_answer() -> None:
     usage = response.usage_details
     # a token per word of the prompt, per streamed piece of the answer (11 words)
     assert (usage["input_token_count"], usage["output_token_count"], usage["total_token_count"]) == (3, 11, 14)
-    assert response.model_id == "offline-demo"
+    assert response.model == "offline-demo"
