@@ -119,3 +119,19 @@ async def test_read_body_reads_up_to_the_limit_and_refuses_past_it() -> None:
         "invalid_content_length",
         "The Content-Length header is not a number.",
     )
+
+
+def test_a_query_message_is_checked_and_named_like_a_body_s() -> None:
+    with pytest.raises(RequestError) as err:
+        parse_query({"message": "x" * 11}, LIMITS)
+    assert (err.value.status, err.value.message) == (413, "'message' is longer than 10 characters.")
+    with pytest.raises(RequestError) as err:
+        parse_query({"message": " "}, LIMITS)
+    assert err.value.message == "'message' must not be empty."
+
+
+def test_only_the_media_type_before_the_first_parameter_counts() -> None:
+    assert parse_body(body({"message": "hi"}), "application/json; charset=utf-8; profile=x", LIMITS).message == "hi"
+    with pytest.raises(RequestError) as err:
+        parse_body(body({"message": "hi"}), "text/plain; type=application/json", LIMITS)
+    assert err.value.code == "unsupported_media_type"
