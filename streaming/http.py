@@ -37,8 +37,10 @@ def run_id_of(req: Request) -> str:
     return invocation if _SAFE_ID.fullmatch(invocation) else uuid.uuid4().hex
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(status: int, code: str, message: str, run_id: str | None = None) -> Response:
+    """A JSON error; with the run id (``X-Run-Id``) when the log has a line about it."""
+    headers = {"X-Run-Id": run_id} if run_id else None
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 async def stream_run(req: Request, runner: Runner) -> Response:
@@ -49,9 +51,7 @@ async def stream_run(req: Request, runner: Runner) -> Response:
         return await _stream_run(req, runner, run_id)
     except Exception:
         logger.exception("run %s: %s %s failed before streaming", run_id, req.method, req.url.path)
-        response = error_response(500, "internal_error", "The request failed unexpectedly.")
-        response.headers["X-Run-Id"] = run_id
-        return response
+        return error_response(500, "internal_error", "The request failed unexpectedly.", run_id)
 
 
 async def _stream_run(req: Request, runner: Runner, run_id: str) -> Response:
@@ -72,7 +72,7 @@ async def _stream_run(req: Request, runner: Runner, run_id: str) -> Response:
         return JSONResponse(exc.body(), status_code=exc.status)
     except SettingsError as exc:
         logger.error("run %s refused: %s", run_id, exc)
-        return error_response(503, exc.code, str(exc))
+        return error_response(503, exc.code, str(exc), run_id)
     logger.info(
         "run %s: %s %s via %s (%d earlier turns)",
         run_id,

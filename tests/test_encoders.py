@@ -87,6 +87,10 @@ def test_choose_encoder_from_accept(accept, expected) -> None:
         ("text/plain;Q=0.2, application/x-ndjson; q = 0.3", NDJSONEncoder),
         ("text/plain;level=1;q=0.9, text/event-stream;q=0.8", TextEncoder),
         (" APPLICATION/X-NDJSON ", NDJSONEncoder),
+        ("application/json, text/plain", TextEncoder),  # a format we do not speak does not end the search
+        ("text/plain;q=1, application/x-ndjson", TextEncoder),  # no q is q=1
+        ("text/plain;level=1;q=0.1, application/x-ndjson;q=0.5", NDJSONEncoder),
+        ("text/plain;q=0.5=x", SSEEncoder),  # an unreadable weight is q=0
     ],
 )
 def test_accept_ties_case_and_spacing(accept, expected) -> None:

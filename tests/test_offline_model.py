@@ -234,3 +234,37 @@ async def test_usage_counts_the_prompt_and_the_answer() -> None:
     # a token per word of the prompt, per streamed piece of the answer (11 words)
     assert (usage["input_token_count"], usage["output_token_count"], usage["total_token_count"]) == (3, 11, 14)
     assert response.model == "offline-demo"
+
+
+def test_the_poem_word_for_word() -> None:
+    oslo = {"location": "Oslo", "conditions": "windy", "temperature_c": 5, "wind_kph": 12}
+    assert OfflineChatClient._write("a poem", _tool_turn(oslo)) == (
+        "In Oslo it is windy, 5 degrees in the air;\n"
+        "the wind goes by at 12 km/h, light as a prayer;\n"
+        "the wind keeps time at its own pace,\n"
+        "and the day goes on with care."
+    )
+    assert OfflineChatClient._write("a POEM", _tool_turn({"location": "Lima"}, {"location": "Cairo"})) == (
+        "In Lima it is quiet, ? degrees in the air;\n"
+        "in Cairo the sky has its own affair;\n"
+        "the wind keeps time at its own pace,\n"
+        "and the day goes on with care."
+    )
+
+
+async def test_the_workflow_with_a_failing_provider_still_writes() -> None:
+    from settings import model_settings
+    from streaming.events import AgentCompleted, Done, ToolResult
+    from streaming.request import RunRequest
+    from streaming.runners import run_workflow
+
+    events = [
+        e
+        async for e in run_workflow(
+            RunRequest("Research Atlantis"), OfflineChatClient(delay=0), model_settings({}), provider=BrokenProvider()
+        )
+    ]
+    results = [e for e in events if isinstance(e, ToolResult)]
+    assert [(r.agent, r.is_error) for r in results] == [("researcher", True)]
+    assert [e.agent for e in events if isinstance(e, AgentCompleted)] == ["researcher", "writer"]
+    assert isinstance(events[-1], Done) and events[-1].provider == "offline"
