@@ -58,6 +58,7 @@ async def call(
     headers: dict[str, str] | None = None,
     query: str = "",
     send_hook: Callable[[dict[str, Any]], Any] | None = None,
+    client_leaves: Callable[[], Any] | None = None,
 ) -> Reply:
     """One request through ``app`` as an ASGI server makes it."""
     headers = {"content-length": str(len(body)), **(headers or {})} if method == "POST" else dict(headers or {})
@@ -83,8 +84,10 @@ async def call(
         if not delivered:
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # the client stays
-        raise AssertionError("unreachable")
+        if client_leaves is None:
+            await asyncio.Event().wait()  # the client stays
+        await client_leaves()
+        return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
         if send_hook is not None:
@@ -442,3 +445,35 @@ async def test_the_run_id_is_made_up_when_the_host_gives_none(monkeypatch: pytes
     assert given.headers["x-run-id"] == "abc-1"
     unsafe = await call(with_runner(runner), "GET", AGENT, query="message=hi", headers={"x-ms-invocation-id": "a b"})
     assert re.fullmatch(r"[0-9a-f]{32}", unsafe.headers["x-run-id"])
+
+
+async def test_every_log_line_about_a_run_carries_its_run_id(
+    app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """README: X-Run-Id is the id "which every log line about the run carries"."""
+    with caplog.at_level(logging.INFO, logger="streaming"):
+        reply = await call(app, "GET", AGENT, query="message=Oslo")
+    run_id = reply.headers["x-run-id"]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("streaming")]
+    assert lines and all(run_id in line for line in lines), lines
+    assert any("GET /api/agent/stream via offline" in line for line in lines), lines
+
+
+async def test_a_client_that_leaves_is_logged_under_the_run_id(
+    app: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OFFLINE_MODEL_DELAY_MS", "50")
+    first_write = asyncio.Event()
+
+    async def on_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            first_write.set()
+
+    async def gone() -> None:
+        await first_write.wait()
+
+    with caplog.at_level(logging.INFO, logger="streaming"):
+        reply = await call(app, "GET", AGENT, query="message=Oslo", send_hook=on_send, client_leaves=gone)
+    assert b"event: done" not in reply.body
+    left = [r.getMessage() for r in caplog.records if "disconnected" in r.getMessage()]
+    assert left and all(f"run {reply.headers['x-run-id']}" in line for line in left), left
