@@ -268,3 +268,35 @@ async def test_the_workflow_with_a_failing_provider_still_writes() -> None:
     assert [(r.agent, r.is_error) for r in results] == [("researcher", True)]
     assert [e.agent for e in events if isinstance(e, AgentCompleted)] == ["researcher", "writer"]
     assert isinstance(events[-1], Done) and events[-1].provider == "offline"
+
+
+def test_the_writer_uses_only_readable_successful_weather_reports() -> None:
+    import json
+
+    from agent_framework import Content, Message
+
+    oslo = {"location": "Oslo", "conditions": "windy", "temperature_c": 5, "wind_kph": 12}
+    lima = {"location": "Lima", "conditions": "sunny", "temperature_c": 20, "wind_kph": 3}
+    failed = Content.from_function_result(call_id="f", result=json.dumps(lima), exception="boom")
+    messages = [
+        Message(role="assistant", contents=["Looking it up."]),
+        Message(
+            role="tool",
+            contents=[
+                Content.from_function_result(call_id="a", result="not json"),
+                Content.from_function_result(call_id="b", result='["location"]'),
+                failed,
+                Content.from_function_result(call_id="c", result=oslo),  # an object, not its JSON
+            ],
+        ),
+    ]
+    assert OfflineChatClient._write("a report", messages) == (
+        "Weather brief. Oslo: windy, 5 °C, wind 12 km/h. Pack a layer and check again later: conditions change."
+    )
+
+
+def test_the_writer_joins_an_answer_s_pieces_with_spaces() -> None:
+    from agent_framework import Content, Message
+
+    pieces = Message(role="assistant", contents=[Content.from_text("Sunny"), Content.from_text(""), "and warm."])
+    assert OfflineChatClient._write("anything", [pieces]) == "In short: Sunny and warm."
