@@ -8,16 +8,23 @@ PY := $(VENV)/bin/python
 PORT ?= 7071
 PYTEST_ARGS ?=
 
-.PHONY: run test lint lock load soak bench memcheck mutate system-deps node-deps clean help
+.PHONY: run test lint lock load soak bench memcheck mutate system-deps node-deps agui-chat-client clean help
 
 help:
 	@echo "make run [PORT=7071]   serve the app locally (offline model unless configured)"
 	@echo "make test              install what the tests need and run the whole suite"
-	@echo "make lint | lock | load | soak | bench | memcheck | mutate | clean"
+	@echo "make lint | lock | load | soak | bench | memcheck | mutate | agui-chat-client | clean"
 
+# PYTHON may name a pyenv version that is installed but not active (the
+# shim then refuses to run it): use that version's interpreter directly.
 $(PY):
-	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert (3, 10) <= v <= (3, 13), f"Python 3.10-3.13 needed, found {v}"'
-	$(PYTHON) -m venv $(VENV)
+	@set -e; python="$(PYTHON)"; \
+	if ! "$$python" -c '' >/dev/null 2>&1 && command -v pyenv >/dev/null 2>&1; then \
+	  version=$$(pyenv versions --bare | grep -x "$${python#python}\(\.[0-9]*\)\?" | tail -1); \
+	  if [ -n "$$version" ]; then python="$$(pyenv root)/versions/$$version/bin/$$python"; fi; \
+	fi; \
+	"$$python" -c 'import sys; v = sys.version_info[:2]; assert (3, 11) <= v <= (3, 13), f"Python 3.11-3.13 needed, found {v}"'; \
+	echo "$$python -m venv $(VENV)"; "$$python" -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(VENV)/.runtime: requirements.txt | $(PY)
@@ -60,15 +67,26 @@ test: $(VENV)/.dev system-deps node-deps
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Agent Framework's AGUIChatClient against the AG-UI endpoint, in its own
+# virtual environment (its pins cannot live beside the app's): optional.
+AGUI_CLIENT_VENV ?= .venv-agui-client
+$(AGUI_CLIENT_VENV)/.installed: tests/agui_chat_client/requirements.txt
+	$(PYTHON) -m venv $(AGUI_CLIENT_VENV)
+	$(AGUI_CLIENT_VENV)/bin/python -m pip install --quiet -r $<
+	@touch $@
+
+agui-chat-client: $(VENV)/.dev $(AGUI_CLIENT_VENV)/.installed
+	$(PY) -m tests.agui_chat_client.check $(AGUI_CLIENT_VENV)/bin/python
+
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Re-pin every package (Python 3.10 to 3.13) after editing a *.in file.
+# Re-pin every package (Python 3.11 to 3.13) after editing a *.in file.
 lock: $(VENV)/.dev
 	$(PY) -m pip install --quiet uv
-	$(PY) -m uv pip compile --universal --python-version 3.10 -q requirements.in -o requirements.txt
-	$(PY) -m uv pip compile --universal --python-version 3.10 -q requirements-dev.in -o requirements-dev.txt
+	$(PY) -m uv pip compile --universal --python-version 3.11 -q requirements.in -o requirements.txt
+	$(PY) -m uv pip compile --universal --python-version 3.11 -q requirements-dev.in -o requirements-dev.txt
 
 load: $(VENV)/.dev
 	$(PY) -m bench.load
@@ -95,4 +113,4 @@ mutate: $(VENV)/.dev
 	$(PY) -m tests.mutation_score
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output mutants
+	rm -rf $(VENV) $(AGUI_CLIENT_VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output mutants

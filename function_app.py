@@ -8,20 +8,18 @@ and earlier the app setting ``PYTHON_ENABLE_INIT_INDEXING=1`` is required.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-from pathlib import Path
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import HTMLResponse, JSONResponse, Request, StreamingResponse
 
 import llm
 from settings import SettingsError
-from streaming.http import stream_run
+from streaming.agui import AGENT_PROTOCOL, WORKFLOW_PROTOCOL
+from streaming.http import resume_run, stream_run
 from streaming.runners import run_agent, run_workflow
-
-CHAT_PAGE = Path(__file__).parent / "web" / "chat.html"
+from web import chat_page as _chat_page
 
 
 def _stream_auth_level() -> func.AuthLevel:
@@ -52,6 +50,20 @@ async def stream_workflow(req: Request) -> StreamingResponse:
     return await stream_run(req, run_workflow)
 
 
+@app.route(route="agent/ag-ui", methods=["POST"], auth_level=STREAM_AUTH_LEVEL)
+async def agui_agent(req: Request) -> StreamingResponse:
+    """The weather agent for AG-UI front ends (``RunAgentInput`` in, AG-UI
+    events out), client tools included."""
+    return await stream_run(req, run_agent, AGENT_PROTOCOL)
+
+
+@app.route(route="workflow/ag-ui", methods=["POST"], auth_level=STREAM_AUTH_LEVEL)
+async def agui_workflow(req: Request) -> StreamingResponse:
+    """The workflow for AG-UI front ends; each agent a step. Client tools
+    are ignored (the workflow's agents have their own)."""
+    return await stream_run(req, run_workflow, WORKFLOW_PROTOCOL)
+
+
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: Request) -> JSONResponse:
     """Liveness, and which model the app would use (never its key)."""
@@ -65,10 +77,14 @@ async def health(req: Request) -> JSONResponse:
 
 @app.route(route="chat", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def chat_page(req: Request) -> HTMLResponse:
-    """The browser chat page (self-contained: no CDN, no build step)."""
-    return HTMLResponse(_chat_html(), headers={"Cache-Control": "no-cache"})
+    """The browser chat page (self-contained: no CDN, no build step), with
+    its security headers (see ``web/__init__.py``)."""
+    html, headers = _chat_page()
+    return HTMLResponse(html, headers=headers)
 
 
-@functools.cache
-def _chat_html() -> str:
-    return CHAT_PAGE.read_text(encoding="utf-8")
+@app.route(route="runs/{token}/stream", methods=["GET"], auth_level=STREAM_AUTH_LEVEL)
+async def resume_stream(req: Request) -> StreamingResponse:
+    """A run again, from after the event id in ``Last-Event-ID`` or ``?after=``
+    (see the README's event contract)."""
+    return await resume_run(req, req.path_params.get("token") or req.url.path.rstrip("/").split("/")[-2])

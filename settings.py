@@ -9,6 +9,7 @@ stop the Functions host from indexing the app. Bad values raise
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -54,6 +55,16 @@ NUMBERS: dict[str, Number] = {
     "MAX_MESSAGE_CHARS": Number(8000, minimum=1, maximum=1_000_000),
     "MAX_BODY_BYTES": Number(256 * 1024, minimum=1024, maximum=10 * 1024 * 1024),
     "MAX_HISTORY_MESSAGES": Number(40, minimum=0, maximum=1000),
+    "MAX_OUTPUT_TOKENS": Number(4096, minimum=1, maximum=1_000_000),
+    "MAX_RUN_OUTPUT_CHARS": Number(100_000, minimum=1, maximum=100_000_000),
+    "MAX_CONCURRENT_RUNS": Number(64, minimum=1, maximum=100_000),
+    "BODY_READ_TIMEOUT_SECONDS": Number(10, minimum=0.1, maximum=600),
+    "COALESCE_MS": Number(0, minimum=0, maximum=2),
+    "RESUME_WINDOW_SECONDS": Number(30, minimum=0, maximum=3600),
+    "RESUME_RETENTION_SECONDS": Number(300, minimum=0, maximum=86400),
+    "RESUME_MAX_RUNS": Number(1000, minimum=1, maximum=1_000_000),
+    "RESUME_MAX_RUN_BYTES": Number(4 << 20, minimum=64 * 1024, maximum=1 << 30),
+    "STREAM_LEASE_SECONDS": Number(10, minimum=1, maximum=300),
 }
 
 
@@ -194,4 +205,102 @@ def stream_settings(env: Mapping[str, str] | None = None) -> StreamSettings:
         heartbeat_s=_number(env, "HEARTBEAT_SECONDS"),
         deadline_s=_number(env, "RUN_DEADLINE_SECONDS"),
         send_timeout_s=_number(env, "SEND_TIMEOUT_SECONDS"),
+    )
+
+
+# --- Hardening: output caps, concurrency, body deadline, local host names ---
+
+
+@dataclass(frozen=True, slots=True)
+class RunLimits:
+    """What one run, and one worker process, may take.
+
+    ``max_output_tokens`` goes to the model as its output-token limit on
+    every call; ``max_run_output_chars`` caps the text a run streams (the
+    framework keeps every update of a run in memory until it ends);
+    ``max_concurrent_runs`` caps the runs one worker process holds at once;
+    ``body_read_timeout_s`` bounds reading a request body.
+    """
+
+    max_output_tokens: int = 4096
+    max_run_output_chars: int = 100_000
+    max_concurrent_runs: int = 64
+    body_read_timeout_s: float = 10.0
+
+
+def run_limits(env: Mapping[str, str] | None = None) -> RunLimits:
+    env = os.environ if env is None else env
+    return RunLimits(
+        max_output_tokens=int(_number(env, "MAX_OUTPUT_TOKENS")),
+        max_run_output_chars=int(_number(env, "MAX_RUN_OUTPUT_CHARS")),
+        max_concurrent_runs=int(_number(env, "MAX_CONCURRENT_RUNS")),
+        body_read_timeout_s=_number(env, "BODY_READ_TIMEOUT_SECONDS"),
+    )
+
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def allowed_hosts(env: Mapping[str, str] | None = None, *, bound: str | None = None) -> frozenset[str]:
+    """Host names the local host answers to: loopback names, the address
+    it is bound to, and ``ALLOWED_HOSTS`` (comma-separated; ``*`` allows
+    any). Compared without the port and case-insensitively."""
+    env = os.environ if env is None else env
+    names = {*LOCAL_HOSTS}
+    if bound and bound not in ("0.0.0.0", "::"):
+        names.add(bound)
+    for raw in (_get(env, "ALLOWED_HOSTS") or "").split(","):
+        name = raw.strip().lower()
+        if not name:
+            continue
+        if name != "*" and not _HOST_NAME.fullmatch(name):
+            raise SettingsError("Setting ALLOWED_HOSTS must be a comma-separated list of host names (or *).")
+        names.add(name.strip("[]"))
+    return frozenset(n.lower() for n in names)
+
+
+_HOST_NAME = re.compile(r"\[?[0-9a-z.:-]{1,253}\]?")
+
+
+# ---------------------------------------------------------------------------- the run log and resuming
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeSettings:
+    """How events reach readers and how long runs can be resumed.
+
+    ``store_url`` empty: runs live in this process's memory; ``redis://``
+    or ``rediss://``: in Redis, shared by every instance."""
+
+    coalesce_s: float = 0.0
+    window_s: float = 30.0
+    retention_s: float = 300.0
+    max_runs: int = 1000
+    max_run_bytes: int = 4 << 20
+    store_url: str = ""
+    lease_s: float = 10.0
+
+    def __repr__(self) -> str:  # the URL may hold a password
+        return f"ResumeSettings(window_s={self.window_s}, retention_s={self.retention_s}, store={self.store_kind})"
+
+    @property
+    def store_kind(self) -> str:
+        return self.store_url.split("://", 1)[0] if self.store_url else "memory"
+
+
+def resume_settings(env: Mapping[str, str] | None = None) -> ResumeSettings:
+    env = os.environ if env is None else env
+    url = _get(env, "STREAM_STORE_URL") or ""
+    if url.lower() == "memory":
+        url = ""
+    if url and url.split("://", 1)[0].lower() not in ("redis", "rediss"):
+        raise SettingsError("Setting STREAM_STORE_URL must be empty, 'memory', or a redis:// or rediss:// URL.")
+    return ResumeSettings(
+        coalesce_s=_number(env, "COALESCE_MS") / 1000,
+        window_s=_number(env, "RESUME_WINDOW_SECONDS"),
+        retention_s=_number(env, "RESUME_RETENTION_SECONDS"),
+        max_runs=int(_number(env, "RESUME_MAX_RUNS")),
+        max_run_bytes=int(_number(env, "RESUME_MAX_RUN_BYTES")),
+        store_url=url,
+        lease_s=_number(env, "STREAM_LEASE_SECONDS"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from agent_framework import Agent
@@ -17,17 +18,21 @@ Answer in two or three short sentences with the conditions, the temperature in Â
 If the user names no place, ask which place they mean."""
 
 
-def build_weather_agent(client: Any, provider: WeatherProvider | None = None) -> Agent:
+def build_weather_agent(
+    client: Any, provider: WeatherProvider | None = None, *, options: Mapping[str, Any] | None = None
+) -> Agent:
     """A weather agent over ``client``.
 
     Build it once per chat client and share it: an agent run without a
     session keeps no state on the agent, and each new agent (and tool)
     registers new telemetry instruments, which the default OpenTelemetry
-    provider keeps forever."""
+    provider keeps forever. ``options`` are chat options sent on every
+    model call (the output-token limit)."""
     return Agent(
         client=client,
         name=WEATHER_AGENT_NAME,
         description="Answers questions about the current weather.",
         instructions=INSTRUCTIONS,
         tools=[make_weather_tool(provider or OfflineWeatherProvider())],
+        default_options=dict(options or {}),
     )

@@ -78,7 +78,7 @@ async def burst(app: AppServer, args: argparse.Namespace) -> tuple[list[StreamRe
         tasks = [asyncio.create_task(run_stream(client, kind, i, t0)) for i, kind in enumerate(kinds)]
         try:
             results = await asyncio.wait_for(asyncio.gather(*tasks), timeout=args.duration_limit)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             results = []
             for task, kind in zip(tasks, kinds, strict=True):
                 if task.done() and not task.cancelled():

@@ -4,6 +4,7 @@ http://localhost:7071 with real streaming, like ``func start``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import socket
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
-from devhost.app import ROOT, create_app
+from devhost.app import ROOT, RedactQuery, create_app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(ROOT))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app, served = create_app(settings_file=args.settings)
+    app, served = create_app(settings_file=args.settings, bound=args.host)
     # Bound here, before serving, so that port 0 (any free port) can be
     # reported: a port picked in advance could be taken by then.
     sock = socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host else socket.AF_INET)
@@ -42,13 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     print(flush=True)
     config = uvicorn.Config(
         app, host=args.host, port=port, log_level=args.log_level.lower(), timeout_graceful_shutdown=5
-    )
+    )  # configures logging: the filter goes on after it
+    logging.getLogger("uvicorn.access").addFilter(RedactQuery())
     if args.port_file:  # written whole, then renamed: a reader never sees half of it
         partial = args.port_file.with_suffix(".partial")
         partial.write_text(str(port))
         partial.replace(args.port_file)
-    uvicorn.Server(config).run(sockets=[sock])
-    return 0
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
+    return 0 if server.started else 3  # uvicorn's own exit code for a failed start
 
 
 if __name__ == "__main__":

@@ -7,9 +7,17 @@ calls, the two-agent workflow) runs with no network:
 * it streams its answer word by word, ``delay`` seconds apart;
 * when tools are offered and the current turn has no tool results yet, it
   calls ``get_weather`` once per place the user names;
+* when the app offers other tools (an AG-UI front end's client tools) and
+  the message names one, it calls it once, with the JSON object written
+  right after the name as its arguments (``{}`` if there is none);
 * once the results are back, it answers from them;
 * without tools but with earlier findings in the conversation (the writer
-  in the workflow), it writes a short piece from those findings.
+  in the workflow), it writes a short piece from those findings;
+* it honours the output-token limit (``max_tokens``) like a real model:
+  one word is one token, and an answer cut there ends with ``length``.
+
+Everything it does with the user's text is linear in its length: no
+message can hold the event loop.
 
 It plugs in under the Agent Framework's own function-invocation layer, so
 tools run exactly as they do with a hosted model.
@@ -45,9 +53,13 @@ _NOT_PLACES = frozenset(
     when where which will would write weather yes no ok okay thanks thank you should check find get
     """.split()  # noqa: SIM905
 )
-_CAPITALISED = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:de|del|da|do|la|le|am|on|upon)?\s*[A-Z][\w'’.-]*)*")
+# Linear by construction: every repetition starts with whitespace that the
+# next element cannot begin with, so the engine never has two ways to split
+# a run of spaces (the old ``\s+(?:de|...)?\s*`` had n of them, at each of
+# n start positions: 0.8 s for "A" and 7,999 spaces).
+_CAPITALISED = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:(?:de|del|da|do|la|le|am|on|upon)\s+)?[A-Z][\w'’.-]*)*")
 _AFTER_PREPOSITION = re.compile(r"\b(?:in|for|at)\s+([a-z][\w'’-]+(?:\s+[a-z][\w'’-]+)?)", re.IGNORECASE)
-_PIECES = re.compile(r"\s*\S+")
+_WORDS = re.compile(r"\S+")
 _ids = count(1)
 
 
@@ -61,10 +73,9 @@ def find_places(text: str) -> list[str]:
     for match in _CAPITALISED.finditer(text):
         name = match.group(0).strip(" .'’")
         words = name.split()
-        while words and words[0].casefold() in _NOT_PLACES:
-            words.pop(0)
-        if words:
-            found.append(" ".join(words))
+        first = next((i for i, word in enumerate(words) if word.casefold() not in _NOT_PLACES), len(words))
+        if first < len(words):
+            found.append(" ".join(words[first:]))
     if not found:
         for match in _AFTER_PREPOSITION.finditer(text):
             words = [w for w in match.group(1).split() if w.casefold() not in _NOT_PLACES]
@@ -74,6 +85,59 @@ def find_places(text: str) -> list[str]:
     for place in found:
         unique.setdefault(place.casefold(), place)
     return list(unique.values())[:MAX_PLACES]
+
+
+def _asked_tools(text: str, names: Sequence[str]) -> tuple[list[tuple[str, dict[str, Any]]], str]:
+    """Tools named in ``text`` (whole word), each with the JSON object that
+    follows its name, and ``text`` without those mentions (so a tool's name
+    or arguments are not taken for places)."""
+    asked: list[tuple[str, dict[str, Any]]] = []
+    for name in names:
+        match = re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text)
+        if not match:
+            continue
+        arguments: dict[str, Any] = {}
+        end = match.end()
+        rest = text[end:]
+        start = len(rest) - len(rest.lstrip())
+        if rest[start:].startswith("{"):
+            try:
+                value, length = json.JSONDecoder().raw_decode(rest[start:])
+            except (ValueError, RecursionError):
+                value, length = None, 0
+            if isinstance(value, dict):
+                arguments, end = value, end + start + length
+        asked.append((name, arguments))
+        text = f"{text[: match.start()]} {text[end:]}"
+    return asked, text
+
+
+def _tool_answers(messages: Sequence[Message], skip: str) -> list[tuple[str, str]]:
+    """``(tool name, result text)`` for every tool result but ``skip``'s."""
+    names: dict[str, str] = {}
+    answers: list[tuple[str, str]] = []
+    for message in messages:
+        for content in message.contents:
+            if content.type == "function_call" and content.call_id:
+                names[content.call_id] = content.name or ""
+            elif content.type == "function_result":
+                name = names.get(content.call_id or "", "")
+                if name and name != skip:
+                    result = content.result if isinstance(content.result, str) else json.dumps(content.result)
+                    answers.append((name, content.exception or result or ""))
+    return answers
+
+
+def pieces(text: str) -> list[str]:
+    """``text`` cut into streamable pieces, each word with the whitespace
+    before it. (A findall of ``\\s*\\S+`` is quadratic on a long run of
+    trailing spaces: it rescans the run from every position.)"""
+    found: list[str] = []
+    start = 0
+    for match in _WORDS.finditer(text):
+        found.append(text[start : match.end()])
+        start = match.end()
+    return found
 
 
 def _text_of(message: Message) -> str:
@@ -152,41 +216,63 @@ class OfflineChatClient(FunctionInvocationLayer[Any], BaseChatClient[Any]):
         # for everything the user asked in the conversation.
         asked = " ".join(_text_of(m) for m in messages if m.role == "user")
         turn = messages[last_user + 1 :]
-        offers_weather = any(getattr(t, "name", None) == WEATHER_TOOL for t in options.get("tools") or ())
+        offered = [getattr(t, "name", None) for t in options.get("tools") or ()]
+        offers_weather = WEATHER_TOOL in offered
+        client_tools = [n for n in offered if isinstance(n, str) and n and n != WEATHER_TOOL]
         prompt_words = sum(len(_text_of(m).split()) for m in messages)
 
         answered = any(c.type == "function_result" for m in turn for c in m.contents)
-        if offers_weather and not answered:
-            places = find_places(request)
-            if places:
-                calls = [
-                    Content.from_function_call(
-                        call_id=f"call_{response_id}_{i}",
-                        name=WEATHER_TOOL,
-                        arguments=json.dumps({"location": place}),
-                    )
-                    for i, place in enumerate(places)
-                ]
+        if (offers_weather or client_tools) and not answered:
+            asked_tools, request = _asked_tools(request, client_tools)
+            places = find_places(request) if offers_weather else []
+            calls = [
+                Content.from_function_call(
+                    call_id=f"call_{response_id}_{i}",
+                    name=WEATHER_TOOL,
+                    arguments=json.dumps({"location": place}),
+                )
+                for i, place in enumerate(places)
+            ]
+            calls += [
+                Content.from_function_call(
+                    call_id=f"call_{response_id}_{len(places) + i}", name=name, arguments=json.dumps(arguments)
+                )
+                for i, (name, arguments) in enumerate(asked_tools)
+            ]
+            if calls:
                 await asyncio.sleep(self.delay)
                 yield self._update(response_id, calls, finish_reason="tool_calls")
-                yield self._usage(response_id, prompt_words, len(places) * 8)
+                yield self._usage(response_id, prompt_words, len(calls) * 8)
                 return
-            answer = "Which place would you like the weather for? Name a city, for example Seattle or Paris."
-        elif offers_weather:
-            answer = " ".join(f"{_describe(r)}." for r in _reports(turn))
-            answer = f"Here is the current weather. {answer} (Offline sample data, not a forecast.)"
+            if offers_weather:
+                answer = "Which place would you like the weather for? Name a city, for example Seattle or Paris."
+            else:
+                answer = self._write(asked, messages)
+        elif offers_weather or client_tools:
+            parts = []
+            reports = _reports(turn)
             failed = _failed_places(turn)
+            if reports or failed:
+                found = " ".join(f"{_describe(r)}." for r in reports)
+                parts.append(f"Here is the current weather. {found} (Offline sample data, not a forecast.)")
             if failed:
-                answer += f" I could not get the weather for {', '.join(failed)}: the weather service failed."
+                parts.append(f"I could not get the weather for {', '.join(failed)}: the weather service failed.")
+            answers = _tool_answers(turn, WEATHER_TOOL)
+            parts += [f"Your app's {name} tool answered: {result}" for name, result in answers]
+            answer = " ".join(parts) or "Done."
         else:
             answer = self._write(asked, messages)
 
-        pieces = _PIECES.findall(answer)
-        for piece in pieces:
+        words = pieces(answer)
+        finish_reason = "stop"
+        limit = options.get("max_tokens")
+        if isinstance(limit, int) and 0 < limit < len(words):
+            words, finish_reason = words[:limit], "length"
+        for piece in words:
             await asyncio.sleep(self.delay)
             yield self._update(response_id, [Content.from_text(piece)])
-        yield self._update(response_id, [], finish_reason="stop")
-        yield self._usage(response_id, prompt_words, len(pieces))
+        yield self._update(response_id, [], finish_reason=finish_reason)
+        yield self._usage(response_id, prompt_words, len(words))
 
     @staticmethod
     def _write(request: str, messages: Sequence[Message]) -> str:

@@ -8,13 +8,53 @@ app knows what the wire looks like.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, ClassVar
 
-from streaming.events import Error, StreamEvent, TextDelta
+from streaming.events import Done, Error, StreamEvent, TextDelta
+
+# Characters JSON allows raw in a string but line-based readers split on:
+# Python's str.splitlines() and httpx's iter_lines() end a line at U+2028,
+# U+2029 and U+0085, so a client would read half an event (and could be fed
+# a forged one). json.dumps already escapes every C0 control.
+_LINE_BREAKS = {0x2028: "\\u2028", 0x2029: "\\u2029", 0x85: "\\u0085"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# What a terminal would act on in plain text: escape sequences (CSI, OSC
+# and the other two-byte ones) and every C0/C1 control except \n and \t.
+_TERMINAL_CONTROL = re.compile(
+    "\x1b\\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, clearing
+    "|\x1b\\][^\x07\x1b]*(?:\x07|\x1b\\\\)?"  # OSC: titles, hyperlinks, clipboard
+    "|\x1b[@-Z\\\\-_]?"  # other escapes, or a lone ESC
+    "|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+
+
+# Built once: json.dumps with options builds a new encoder on every call.
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _json(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    text = _dumps(data)
+    # Three substring scans cost less than one regex search, and the
+    # translate runs only when one of them is there.
+    if "\u2028" in text or "\u2029" in text or "\x85" in text:
+        text = text.translate(_LINE_BREAKS)
+    return text
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 bytes of ``text``; a lone surrogate (a model can send one as
+    ``\\ud800`` in its JSON) becomes U+FFFD instead of failing the stream."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text).encode()
+
+
+def plain_text(text: str) -> str:
+    """``text`` without what a terminal would act on: escape sequences and
+    control characters other than newline and tab."""
+    return text if text.isprintable() else _TERMINAL_CONTROL.sub("", text)
 
 
 class Encoder:
@@ -23,7 +63,8 @@ class Encoder:
     #: connection. ``None``: the format has no harmless filler.
     heartbeat: ClassVar[bytes | None] = None
 
-    def encode(self, event_id: int, event: StreamEvent) -> bytes:
+    def encode(self, event_id: int | str, event: StreamEvent) -> bytes:
+        """``event_id`` is opaque (``"<run token>:<seq>"`` in the app)."""
         raise NotImplementedError
 
 
@@ -39,7 +80,7 @@ class SSEEncoder(Encoder):
 
     def encode(self, event_id: int, event: StreamEvent) -> bytes:
         name = f"event: {event.name}\n" if event.name else ""
-        return f"id: {event_id}\n{name}data: {_json(event.payload())}\n\n".encode()
+        return _utf8(f"id: {event_id}\n{name}data: {_json(event.payload())}\n\n")
 
 
 class NDJSONEncoder(Encoder):
@@ -49,12 +90,15 @@ class NDJSONEncoder(Encoder):
     media_type = "application/x-ndjson"
 
     def encode(self, event_id: int, event: StreamEvent) -> bytes:
-        return (_json({"id": event_id, "event": event.name or "text", **event.payload()}) + "\n").encode()
+        return _utf8(_json({"id": event_id, "event": event.name or "text", **event.payload()}) + "\n")
 
 
 class TextEncoder(Encoder):
     """The answer's text alone, for ``curl -N``. A blank line separates two
-    agents' text; an error ends the text with a line ``[error] ...``."""
+    agents' text; an error ends the text with a line ``[error] ...``, an
+    answer cut at the length limit with a line saying so. Terminal control
+    sequences in the model's text are dropped: a model must not be able to
+    recolour, retitle or clear the reader's terminal."""
 
     media_type = "text/plain; charset=utf-8"
 
@@ -65,9 +109,11 @@ class TextEncoder(Encoder):
         if isinstance(event, TextDelta):
             prefix = "\n\n" if self._agent not in (None, event.agent) else ""
             self._agent = event.agent
-            return (prefix + event.text).encode()
+            return _utf8(prefix + plain_text(event.text))
         if isinstance(event, Error):
-            return f"\n[error] {event.code}: {event.message}\n".encode()
+            return _utf8(f"\n[error] {event.code}: {plain_text(event.message)}\n")
+        if isinstance(event, Done) and event.finish_reason == "length":
+            return b"\n[cut short: the model reached its length limit]\n"
         if event.terminal:
             return b"\n"
         return b""

@@ -15,6 +15,7 @@ import openai
 from agent_framework.exceptions import ChatClientException
 
 from settings import SettingsError
+from streaming.mapping import OutputTooLong
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,21 @@ class ErrorInfo:
     status: int
     code: str
     message: str
+
+
+# The model service's content filter (Azure OpenAI's, or any server that
+# answers with its codes). Not a fault of the app or the service: the client
+# gets a code of its own and a message saying that rewording may help.
+CONTENT_FILTERED_PROMPT = ErrorInfo(
+    400,
+    "content_filtered",
+    "The model service's content filter blocked this request. Rewording the message may help.",
+)
+CONTENT_FILTERED_ANSWER = ErrorInfo(
+    502,
+    "content_filtered",
+    "The model service's content filter blocked the rest of the answer. Rewording the message may help.",
+)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -55,6 +71,10 @@ def _is_unreadable_model_response(exc: BaseException) -> bool:
 def classify(exc: BaseException) -> ErrorInfo:
     """Map an exception raised during a run to what the client sees."""
     for err in _chain(exc):
+        if isinstance(err, OutputTooLong):
+            return ErrorInfo(
+                502, "output_too_long", f"The answer passed this app's limit of {err.limit} characters for one run."
+            )
         if isinstance(err, SettingsError):
             return ErrorInfo(503, err.code, str(err))
         if _is_credential_error(err):
@@ -74,6 +94,8 @@ def classify(exc: BaseException) -> ErrorInfo:
                 502, "upstream_not_found", "The model service does not know the configured model or deployment."
             )
         if isinstance(err, openai.BadRequestError):
+            if err.code == "content_filter":  # the framework's content-filter exception wraps this one
+                return CONTENT_FILTERED_PROMPT
             return ErrorInfo(502, "upstream_rejected", "The model service rejected the request.")
         if isinstance(err, openai.APITimeoutError):
             return ErrorInfo(504, "upstream_timeout", "The model service did not answer in time.")

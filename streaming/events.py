@@ -96,7 +96,9 @@ class ToolResult(StreamEvent):
 @dataclass(frozen=True, slots=True)
 class Done(StreamEvent):
     """Terminal: the run finished. ``usage`` is ``None`` when the model did
-    not report it."""
+    not report it. ``finish_reason`` is ``"length"`` when the model's length
+    limit cut the text of an answer in the run (part of it is missing),
+    else ``"stop"``."""
 
     name: ClassVar[str] = "done"
     terminal: ClassVar[bool] = True
@@ -104,9 +106,16 @@ class Done(StreamEvent):
     model: str
     usage: dict[str, int] | None = None
     elapsed_ms: int = 0
+    finish_reason: str = "stop"
 
     def payload(self) -> dict[str, Any]:
-        return {"provider": self.provider, "model": self.model, "usage": self.usage, "elapsed_ms": self.elapsed_ms}
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "usage": self.usage,
+            "elapsed_ms": self.elapsed_ms,
+            "finish_reason": self.finish_reason,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from agent_framework import Message
+from starlette.requests import ClientDisconnect
 
 from settings import StreamSettings
 
@@ -32,6 +34,11 @@ class RequestError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message}}
+
+
+class ClientGone(Exception):
+    """The client closed its connection before its request body arrived:
+    there is nobody left to answer, and nothing wrong with the app."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,13 @@ def _message(value: Any, limits: StreamSettings, field: str) -> str:
         raise RequestError(413, "message_too_long", f"'{field}' is longer than {limits.max_message_chars} characters.")
     if "\x00" in value:
         raise RequestError(400, "invalid_message", f"'{field}' must not contain NUL characters.")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in JSON): no model, log or encoder can take it
+            raise RequestError(
+                400, "invalid_message", f"'{field}' must be valid Unicode text (it has a lone surrogate)."
+            ) from None
     return value
 
 
@@ -116,9 +130,15 @@ def parse_query(params: Mapping[str, str], limits: StreamSettings) -> RunRequest
     return RunRequest(_message(params["message"], limits, "message"))
 
 
-async def read_body(chunks: Any, declared_length: str | None, limits: StreamSettings) -> bytes:
+async def read_body(
+    chunks: Any, declared_length: str | None, limits: StreamSettings, *, timeout_s: float | None = None
+) -> bytes:
     """Read at most ``max_body_bytes`` from an ASGI body stream, refusing
-    early on a declared or actual overflow instead of buffering it all."""
+    early on a declared or actual overflow instead of buffering it all.
+
+    The whole body must arrive within ``timeout_s`` (408 otherwise): a
+    client trickling its body must not hold a connection for as long as it
+    likes. A client that leaves mid-body raises :class:`ClientGone`."""
     if declared_length is not None:
         try:
             declared = int(declared_length)
@@ -127,8 +147,18 @@ async def read_body(chunks: Any, declared_length: str | None, limits: StreamSett
         if declared > limits.max_body_bytes:
             raise RequestError(413, "body_too_large", f"The request body is larger than {limits.max_body_bytes} bytes.")
     body = bytearray()
-    async for chunk in chunks:
-        body += chunk
-        if len(body) > limits.max_body_bytes:
-            raise RequestError(413, "body_too_large", f"The request body is larger than {limits.max_body_bytes} bytes.")
+    try:
+        with anyio.fail_after(timeout_s):
+            async for chunk in chunks:
+                body += chunk
+                if len(body) > limits.max_body_bytes:
+                    raise RequestError(
+                        413, "body_too_large", f"The request body is larger than {limits.max_body_bytes} bytes."
+                    )
+    except TimeoutError:
+        raise RequestError(
+            408, "body_timeout", f"The request body did not arrive within {timeout_s:g} seconds."
+        ) from None
+    except ClientDisconnect:
+        raise ClientGone from None
     return bytes(body)

@@ -18,7 +18,7 @@ import anyio
 from agent_framework import Agent, AgentResponseUpdate
 
 from agents import WEATHER_AGENT_NAME, build_weather_agent
-from settings import ModelSettings
+from settings import ModelSettings, run_limits
 from streaming.events import AgentCompleted, AgentStarted, StreamEvent
 from streaming.mapping import UpdateMapper
 from streaming.request import RunRequest
@@ -33,12 +33,22 @@ CLOSE_TIMEOUT_S = 2.0
 
 
 @functools.lru_cache(maxsize=8)
-def _agents(client: Any) -> tuple[Agent, Agent, Agent]:
+def _agents(client: Any, max_output_tokens: int) -> tuple[Agent, Agent, Agent]:
     """The weather agent, the researcher and the writer for ``client``,
     built once: a new agent or tool per request would register new
     OpenTelemetry instruments each time, which the default (proxy) meter
-    provider keeps forever, a leak of about 3 KB per request."""
-    return (build_weather_agent(client), *build_research_agents(client))
+    provider keeps forever, a leak of about 3 KB per request.
+
+    ``max_output_tokens`` (``MAX_OUTPUT_TOKENS``) goes to the model as its
+    output-token limit on every call; the workflow has no per-run chat
+    options, so the agents carry it (a changed setting builds new ones)."""
+    options = _options(max_output_tokens)
+    return (build_weather_agent(client, options=options), *build_research_agents(client, options=options))
+
+
+def _options(max_output_tokens: int) -> dict[str, Any]:
+    # The chat-completions client sends this as ``max_completion_tokens``.
+    return {"max_tokens": max_output_tokens}
 
 
 async def close_stream(stream: Any) -> None:
@@ -54,10 +64,19 @@ async def run_agent(
     request: RunRequest, client: Any, settings: ModelSettings, *, provider: WeatherProvider | None = None
 ) -> AsyncIterator[StreamEvent]:
     """The weather agent: its text, tool calls and results, then ``done``."""
-    agent = build_weather_agent(client, provider) if provider else _agents(client)[0]
-    mapper = UpdateMapper()
+    caps = run_limits()
+    if provider:
+        agent = build_weather_agent(client, provider, options=_options(caps.max_output_tokens))
+    else:
+        agent = _agents(client, caps.max_output_tokens)[0]
+    mapper = UpdateMapper(max_output_chars=caps.max_run_output_chars)
     yield AgentStarted(WEATHER_AGENT_NAME)
-    stream = agent.run(request.to_messages(), stream=True)
+    # An AG-UI request may offer the client's own (declaration-only) tools.
+    client_tools = getattr(request, "client_tools", ())
+    if client_tools:
+        stream = agent.run(request.to_messages(), stream=True, tools=list(client_tools))
+    else:
+        stream = agent.run(request.to_messages(), stream=True)
     try:
         async for update in stream:
             for event in mapper.feed(update, WEATHER_AGENT_NAME):
@@ -74,10 +93,14 @@ async def run_workflow(
     request: RunRequest, client: Any, settings: ModelSettings, *, provider: WeatherProvider | None = None
 ) -> AsyncIterator[StreamEvent]:
     """Researcher then writer: each agent's start, text, tools and end."""
-    researcher, writer = build_research_agents(client, provider) if provider else _agents(client)[1:]
+    caps = run_limits()
+    if provider:
+        researcher, writer = build_research_agents(client, provider, options=_options(caps.max_output_tokens))
+    else:
+        researcher, writer = _agents(client, caps.max_output_tokens)[1:]
     workflow = build_research_workflow(researcher, writer)
     agents = {RESEARCHER_NAME, WRITER_NAME}
-    mapper = UpdateMapper()
+    mapper = UpdateMapper(max_output_chars=caps.max_run_output_chars)
     stream = workflow.run(request.to_messages(), stream=True)
     try:
         async for event in stream:

@@ -45,6 +45,14 @@ Responses are built with small helpers::
     drop_after(3)            # 3 chunks, then the connection is cut without [DONE]
     hang(headers=False)      # never answers; hang(headers=True) sends headers, then nothing
     malformed()              # a chunk that is not valid JSON
+    content_filter_error()   # Azure's 400 for a prompt its content filter refused
+
+Other servers' streams: ``quirks=Quirks(...)`` on ``text_response``/``tool_call_response`` plays
+what Ollama, llama.cpp, vLLM, LM Studio or Azure do differently from OpenAI (ids reused across
+responses, empty or missing; tool-call deltas without ``index``; ``content: null`` beside tool
+calls; arguments as an object; reasoning deltas; Azure's filter annotations). A cut answer is a
+``finish_reason``: ``text_response(..., finish_reason="length")``, or ``"content_filter"`` (on Azure
+routes in Azure's own chunk: no ``delta``, empty ``id``/``model``, the filter's verdicts).
 
 Example::
 
@@ -113,11 +121,13 @@ __all__ = [
     "FakeOpenAI",
     "Hang",
     "Malformed",
+    "Quirks",
     "RecordedRequest",
     "Responder",
     "ResponseWriter",
     "ScriptedResponse",
     "ToolCall",
+    "content_filter_error",
     "default_response",
     "drop_after",
     "error_body",
@@ -376,7 +386,8 @@ Responder: TypeAlias = Callable[[RecordedRequest], "ScriptedResponse | Awaitable
 
 @dataclass(frozen=True)
 class ToolCall:
-    """A tool call the fake model makes. ``arguments`` is a JSON object or an already-encoded string."""
+    """A tool call the fake model makes. ``arguments`` is a JSON object or an already-encoded string
+    (a cut one plays arguments cut mid-JSON); ``id``, when set (``""`` included), is sent as given."""
 
     name: str
     arguments: Mapping[str, Any] | str = field(default_factory=dict)
@@ -403,6 +414,62 @@ def _split(text: str, parts: int) -> list[str]:
 
 _SAFE_FILTER = {name: {"filtered": False, "severity": "safe"} for name in ("hate", "self_harm", "sexual", "violence")}
 
+CallIds: TypeAlias = Literal["unique", "numbered", "empty", "missing"]
+
+
+@dataclass(frozen=True)
+class Quirks:
+    """How a server other than OpenAI's writes the same stream (each field names who does it).
+
+    Attributes:
+        call_ids: Tool-call ids for calls without an explicit id. ``"unique"`` (OpenAI, Ollama,
+            llama.cpp, vLLM's default parsers): a fresh random id. ``"numbered"``: ``call_0``,
+            ``call_1`` ... counted per response, so every response reuses them (servers that number
+            calls per response; vLLM's Kimi-K2 parser writes ``functions.<name>:<n>``).
+            ``"empty"``: ``"id": ""``. ``"missing"``: no ``id`` key at all.
+        tool_call_index: ``False`` leaves ``index`` out of tool-call deltas (older Ollama and LM
+            Studio builds, some proxies).
+        arguments_as_object: Send ``function.arguments`` as a JSON object instead of a string,
+            whole in the header chunk (servers that pass their parser's dict through).
+        content_null: Put ``"content": null`` in every tool-call delta (vLLM, llama.cpp).
+        reasoning: Reasoning deltas streamed before the answer, under ``reasoning_field``
+            (``"reasoning_content"``: llama.cpp, older vLLM, LM Studio for DeepSeek-R1;
+            ``"reasoning"``: Ollama, newer vLLM, LM Studio for gpt-oss).
+        filter_annotations: On Azure routes, Azure's asynchronous-filter annotation chunks
+            (empty ``id``/``model``/``object``, a choice with ``content_filter_results`` and
+            ``content_filter_offsets`` and no ``delta``) after the content and after the finish chunk.
+    """
+
+    call_ids: CallIds = "unique"
+    tool_call_index: bool = True
+    arguments_as_object: bool = False
+    content_null: bool = False
+    reasoning: tuple[str, ...] = ()
+    reasoning_field: str = "reasoning_content"
+    filter_annotations: bool = False
+
+
+AZURE_FILTER_MESSAGE = (
+    "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. "
+    "Please modify your prompt and retry. To learn more about our content filtering policies please read "
+    "our documentation: https://go.microsoft.com/fwlink/?linkid=2198766"
+)
+
+
+def _filter_results(category: str, severity: str = "medium") -> dict[str, Any]:
+    """Azure's per-category verdicts with ``category`` filtered at ``severity``."""
+    results: dict[str, Any] = {name: dict(verdict) for name, verdict in _SAFE_FILTER.items()}
+    if category in results:
+        results[category] = {"filtered": True, "severity": severity}
+    else:  # the binary classifiers: jailbreak, protected_material_text, ...
+        results[category] = {"filtered": True, "detected": True}
+    return results
+
+
+def _azure_annotation(choice: dict[str, Any]) -> dict[str, Any]:
+    """A chunk the Azure content filter adds to a stream: no id, model or object of its own."""
+    return {"id": "", "object": "", "created": 0, "model": "", "choices": [choice], "usage": None}
+
 
 @dataclass(frozen=True)
 class Completion(ScriptedResponse):
@@ -414,6 +481,7 @@ class Completion(ScriptedResponse):
     ``finish_reason``, a usage chunk with empty ``choices`` when the client asked for
     ``stream_options.include_usage``, and ``[DONE]``. ``delay`` (default: ``fake.chunk_delay``) is
     slept before every chunk. Non-streaming requests get the equivalent ``chat.completion`` object.
+    ``quirks`` plays what another server does differently (see :class:`Quirks`).
     """
 
     content: tuple[str, ...] = ()
@@ -423,6 +491,7 @@ class Completion(ScriptedResponse):
     delay: float | None = None
     usage: Mapping[str, int] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    quirks: Quirks = field(default_factory=Quirks)
 
     @property
     def effective_finish_reason(self) -> str:
@@ -446,8 +515,35 @@ class Completion(ScriptedResponse):
         )
         return usage
 
-    def _call_ids(self) -> list[str]:
-        return [call.id or _random_id("call_", 24) for call in self.tool_calls]
+    def _call_ids(self) -> list[str | None]:
+        """Each call's id as sent (``None``: no ``id`` key), per ``quirks.call_ids`` unless set."""
+        style = self.quirks.call_ids
+        ids: list[str | None] = []
+        for number, call in enumerate(self.tool_calls):
+            if call.id is not None:
+                ids.append(call.id)
+            elif style == "numbered":
+                ids.append(f"call_{number}")
+            elif style == "empty":
+                ids.append("")
+            elif style == "missing":
+                ids.append(None)
+            else:
+                ids.append(_random_id("call_", 24))
+        return ids
+
+    def _wire_arguments(self, call: ToolCall) -> Any:
+        """The ``arguments`` value of a whole call: a JSON string, or the object itself."""
+        if self.quirks.arguments_as_object and not isinstance(call.arguments, str):
+            return dict(call.arguments)
+        return call.arguments_json
+
+    def _tool_call_delta(self, index: int, call_id: str | None, function: dict[str, Any]) -> dict[str, Any]:
+        delta: dict[str, Any] = {"index": index} if self.quirks.tool_call_index else {}
+        if call_id is not None:
+            delta.update(id=call_id, type="function")
+        delta["function"] = function
+        return delta
 
     def chunks(self, writer: ResponseWriter) -> list[dict[str, Any]]:
         """The ``chat.completion.chunk`` objects of the stream (without ``[DONE]``)."""
@@ -473,6 +569,21 @@ class Completion(ScriptedResponse):
                 body["usage"] = None
             return body
 
+        quirks = self.quirks
+        annotate = azure and quirks.filter_annotations
+        checked = 0  # how much text the annotations have covered, as Azure counts it
+
+        def annotation() -> dict[str, Any]:
+            offsets = {"check_offset": checked, "start_offset": 0, "end_offset": checked}
+            return _azure_annotation(
+                {
+                    "index": 0,
+                    "finish_reason": None,
+                    "content_filter_results": _SAFE_FILTER,
+                    "content_filter_offsets": offsets,
+                }
+            )
+
         chunks: list[dict[str, Any]] = []
         if azure and writer.azure_content_filter:
             chunks.append(
@@ -486,24 +597,46 @@ class Completion(ScriptedResponse):
                 }
             )
         role: dict[str, Any] = {"role": "assistant", "content": "" if self.content else None, "refusal": None}
-        if self.content or not self.tool_calls:
+        if self.content or quirks.reasoning or not self.tool_calls:
             chunks.append(chunk(role))
             role = {}
-        chunks.extend(chunk({"content": piece}, content=True) for piece in self.content)
+        chunks.extend(chunk({quirks.reasoning_field: piece}) for piece in quirks.reasoning)
+        for piece in self.content:
+            chunks.append(chunk({"content": piece}, content=True))
+            checked += len(piece)
+        if annotate and self.content:
+            chunks.append(annotation())
+        null_content = {"content": None} if quirks.content_null else {}
         for index, (call, call_id) in enumerate(zip(self.tool_calls, self._call_ids(), strict=True)):
-            header = {
-                "index": index,
-                "id": call_id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": ""},
-            }
-            chunks.append(chunk({**role, "tool_calls": [header]}))
+            wire = self._wire_arguments(call)
+            whole = not isinstance(wire, str)
+            header = self._tool_call_delta(index, call_id, {"name": call.name, "arguments": wire if whole else ""})
+            chunks.append(chunk({**role, **null_content, "tool_calls": [header]}))
             role = {}
+            if whole:
+                continue
             chunks.extend(
-                chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
-                for fragment in _split(call.arguments_json, self.fragments)
+                chunk({**null_content, "tool_calls": [self._tool_call_delta(index, None, {"arguments": fragment})]})
+                for fragment in _split(wire, self.fragments)
             )
-        chunks.append(chunk({}, self.effective_finish_reason))
+        finish_reason = self.effective_finish_reason
+        if azure and finish_reason == "content_filter":
+            # Azure's filter ends the answer in a chunk of its own: no delta, the verdicts instead.
+            offsets = {"check_offset": checked, "start_offset": 0, "end_offset": checked + 1}
+            chunks.append(
+                _azure_annotation(
+                    {
+                        "index": 0,
+                        "finish_reason": "content_filter",
+                        "content_filter_results": _filter_results("violence"),
+                        "content_filter_offsets": offsets,
+                    }
+                )
+            )
+        else:
+            chunks.append(chunk({}, finish_reason))
+            if annotate:
+                chunks.append(annotation())
         if request.include_usage:
             usage_chunk = chunk({})
             usage_chunk["choices"] = []
@@ -522,9 +655,15 @@ class Completion(ScriptedResponse):
         }
         if self.tool_calls:
             message["tool_calls"] = [
-                {"id": call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments_json}}
+                {
+                    **({} if call_id is None else {"id": call_id}),
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": self._wire_arguments(call)},
+                }
                 for call, call_id in zip(self.tool_calls, self._call_ids(), strict=True)
             ]
+        if self.quirks.reasoning:
+            message[self.quirks.reasoning_field] = "".join(self.quirks.reasoning)
         choice: dict[str, Any] = {
             "index": 0,
             "message": message,
@@ -541,7 +680,8 @@ class Completion(ScriptedResponse):
             "system_fingerprint": "fp_fake0001",
         }
         if request.is_azure:
-            choice["content_filter_results"] = _SAFE_FILTER
+            filtered = self.effective_finish_reason == "content_filter"
+            choice["content_filter_results"] = _filter_results("violence") if filtered else _SAFE_FILTER
             body["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": _SAFE_FILTER}]
         else:
             body["service_tier"] = "default"
@@ -648,14 +788,24 @@ def text_response(
     usage: Mapping[str, int] | None = None,
     finish_reason: str = "stop",
     headers: Mapping[str, str] | None = None,
+    quirks: Quirks | None = None,
 ) -> Completion:
     """A text answer streamed as the given deltas (a plain string is split into word-sized deltas).
 
     ``usage`` overrides the computed token counts (``prompt_tokens``, ``completion_tokens``, ...);
     the usage chunk is only sent when the client asked for it, as with the real service.
+    ``finish_reason`` may be what a cut answer ends with: ``"length"`` (the token limit, any
+    server) or ``"content_filter"`` (on Azure routes in Azure's own chunk shape).
     """
     deltas = _word_deltas(pieces) if isinstance(pieces, str) else tuple(pieces)
-    return Completion(content=deltas, finish_reason=finish_reason, delay=delay, usage=usage, headers=headers or {})
+    return Completion(
+        content=deltas,
+        finish_reason=finish_reason,
+        delay=delay,
+        usage=usage,
+        headers=headers or {},
+        quirks=quirks or Quirks(),
+    )
 
 
 def tool_call_response(
@@ -665,13 +815,43 @@ def tool_call_response(
     delay: float | None = None,
     usage: Mapping[str, int] | None = None,
     headers: Mapping[str, str] | None = None,
+    finish_reason: str | None = None,
+    quirks: Quirks | None = None,
 ) -> Completion:
     """An answer made of (parallel) tool calls, each ``(name, arguments)`` or ``(name, arguments, id)``.
 
-    The arguments JSON of each call is streamed in ``fragments`` pieces.
+    The arguments JSON of each call is streamed in ``fragments`` pieces. ``finish_reason``
+    defaults to ``"tool_calls"`` (older servers say ``"function_call"``).
     """
     tool_calls = tuple(call if isinstance(call, ToolCall) else ToolCall(*call) for call in calls)
-    return Completion(tool_calls=tool_calls, fragments=fragments, delay=delay, usage=usage, headers=headers or {})
+    return Completion(
+        tool_calls=tool_calls,
+        fragments=fragments,
+        delay=delay,
+        usage=usage,
+        headers=headers or {},
+        finish_reason=finish_reason,
+        quirks=quirks or Quirks(),
+    )
+
+
+def content_filter_error(category: str = "violence", severity: str = "medium") -> ErrorResponse:
+    """Azure OpenAI refusing a prompt its content filter blocked: HTTP 400, code ``content_filter``,
+    the verdicts under ``innererror.content_filter_result`` (the shape the service really sends)."""
+    body = {
+        "error": {
+            "message": AZURE_FILTER_MESSAGE,
+            "type": None,
+            "param": "prompt",
+            "code": "content_filter",
+            "status": 400,
+            "innererror": {
+                "code": "ResponsibleAIPolicyViolation",
+                "content_filter_result": _filter_results(category, severity),
+            },
+        }
+    }
+    return ErrorResponse(status=400, body=body)
 
 
 _ERROR_DEFAULTS: dict[int, tuple[str, str, str | None]] = {

@@ -143,7 +143,7 @@ def test_every_event_s_payload_on_the_wire() -> None:
          "result": {"location": "Oslo"}, "is_error": True},
         {"id": 5, "event": "agent_completed", "agent": "researcher"},
         {"id": 6, "event": "done", "provider": "openai", "model": "gpt", "usage": {"total_tokens": 3},
-         "elapsed_ms": 42},
+         "elapsed_ms": 42, "finish_reason": "stop"},
         {"id": 7, "event": "error", "error": {"code": "timeout", "message": "Too slow."}},
     ]  # fmt: skip
     assert ToolResult("a", "c", "t", None).is_error is False and Done("p", "m").usage is None

@@ -23,9 +23,12 @@ from agent_framework.openai import OpenAIChatCompletionClient
 from openai.types.chat import ChatCompletionChunk
 
 from tests.fake_openai import (
+    AZURE_FILTER_MESSAGE,
     FakeOpenAI,
+    Quirks,
     RecordedRequest,
     ScriptedResponse,
+    content_filter_error,
     drop_after,
     error_response,
     hang,
@@ -155,6 +158,101 @@ def test_no_usage_chunk_unless_requested(fake: FakeOpenAI) -> None:
     events = sse_events(httpx.post(f"{fake.openai_base_url}/chat/completions", json=body).text)
     chunks = [json.loads(event) for event in events[:-1]]
     assert all(chunk["choices"] and "usage" not in chunk for chunk in chunks)
+
+
+def raw_chunks(fake: FakeOpenAI, azure: bool = False) -> list[dict[str, Any]]:
+    """The chunks of one streamed answer, as JSON, from the OpenAI or the Azure route."""
+    body = {"model": "m", "stream": True, "stream_options": {"include_usage": True}, "messages": user("hi")}
+    if azure:
+        url, params = f"{fake.url}/openai/deployments/d/chat/completions", {"api-version": AZURE_API_VERSION}
+    else:
+        url, params = f"{fake.openai_base_url}/chat/completions", {}
+    response = httpx.post(url, json=body, params=params, headers={"api-key": "k"})
+    assert response.status_code == 200, response.text
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    return [json.loads(event) for event in events[:-1]]
+
+
+def tool_deltas(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [tc for c in chunks for choice in c["choices"] for tc in choice.get("delta", {}).get("tool_calls", [])]
+
+
+@pytest.mark.parametrize(
+    ("call_ids", "expected"), [("numbered", ["call_0", "call_1"]), ("empty", ["", ""]), ("missing", [None, None])]
+)
+def test_quirk_call_ids(fake: FakeOpenAI, call_ids: str, expected: list) -> None:
+    calls = [("get_weather", {"location": "A"}), ("get_weather", {"location": "B"})]
+    for _ in range(2):  # numbered ids repeat in every response
+        fake.enqueue(tool_call_response(calls, quirks=Quirks(call_ids=call_ids)))  # type: ignore[arg-type]
+        headers = [tc for tc in tool_deltas(raw_chunks(fake)) if "name" in tc["function"]]
+        assert [tc.get("id", None) for tc in headers] == expected
+        assert all(("id" in tc) == (call_ids != "missing") for tc in headers)
+
+
+def test_quirk_tool_calls_without_index_with_null_content(fake: FakeOpenAI) -> None:
+    fake.enqueue(
+        tool_call_response(
+            [("get_weather", {"location": "A"})], quirks=Quirks(tool_call_index=False, content_null=True)
+        )
+    )
+    chunks = raw_chunks(fake)
+    deltas = tool_deltas(chunks)
+    assert len(deltas) == 4 and all("index" not in tc for tc in deltas)
+    assert all(
+        c["choices"][0]["delta"]["content"] is None
+        for c in chunks
+        if c["choices"] and "tool_calls" in c["choices"][0]["delta"]
+    )
+    assert json.loads("".join(tc["function"]["arguments"] for tc in deltas)) == {"location": "A"}
+
+
+def test_quirk_arguments_as_object_in_one_chunk(fake: FakeOpenAI) -> None:
+    fake.enqueue(tool_call_response([("get_weather", {"location": "A"})], quirks=Quirks(arguments_as_object=True)))
+    (delta,) = tool_deltas(raw_chunks(fake))
+    assert delta["function"] == {"name": "get_weather", "arguments": {"location": "A"}}
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_quirk_reasoning_deltas_come_before_the_answer(fake: FakeOpenAI, field: str) -> None:
+    fake.enqueue(text_response(["Hi"], quirks=Quirks(reasoning=("Think", "ing"), reasoning_field=field)))
+    deltas = [c["choices"][0]["delta"] for c in raw_chunks(fake) if c["choices"]]
+    assert [d.get(field) for d in deltas[1:3]] == ["Think", "ing"] and deltas[3]["content"] == "Hi"
+
+
+def test_quirk_azure_filter_annotations_and_the_cut_answer(fake: FakeOpenAI) -> None:
+    fake.enqueue(text_response(["a", "b"], quirks=Quirks(filter_annotations=True)))
+    chunks = raw_chunks(fake, azure=True)
+    assert chunks[0]["prompt_filter_results"] and chunks[0]["choices"] == []
+    annotations = [c for c in chunks if c["id"] == "" and c["choices"]]
+    assert len(annotations) == 2  # after the content, after the finish chunk
+    for annotation in annotations:
+        (choice,) = annotation["choices"]
+        assert "delta" not in choice and choice["finish_reason"] is None
+        assert set(choice) == {"index", "finish_reason", "content_filter_results", "content_filter_offsets"}
+
+    fake.enqueue(text_response(["a", "b"], finish_reason="content_filter"))
+    chunks = raw_chunks(fake, azure=True)
+    (cut,) = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert (cut["id"], cut["model"], cut["object"]) == ("", "", "")
+    assert "delta" not in cut["choices"][0] and cut["choices"][0]["finish_reason"] == "content_filter"
+    assert cut["choices"][0]["content_filter_results"]["violence"] == {"filtered": True, "severity": "medium"}
+
+    fake.enqueue(text_response(["a"], finish_reason="content_filter"))  # elsewhere: an ordinary finish chunk
+    assert raw_chunks(fake)[-2]["choices"][0]["finish_reason"] == "content_filter"
+
+
+async def test_quirk_azure_prompt_filter_error_reaches_the_sdk(fake: FakeOpenAI) -> None:
+    fake.enqueue(content_filter_error("hate", "high"))
+    async with async_azure(fake) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(model="d", messages=user("hi"), stream=True)
+    error = caught.value
+    assert error.status_code == 400 and error.code == "content_filter" and error.param == "prompt"
+    assert error.message.endswith(AZURE_FILTER_MESSAGE) or AZURE_FILTER_MESSAGE in error.message
+    verdicts = error.body["innererror"]["content_filter_result"]
+    assert verdicts["hate"] == {"filtered": True, "severity": "high"}
+    assert verdicts["violence"] == {"filtered": False, "severity": "safe"}
 
 
 def test_unknown_route_is_openai_404(fake: FakeOpenAI) -> None:

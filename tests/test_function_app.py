@@ -15,8 +15,11 @@ from devhost.app import _starlette_path, apply_values, build_app, http_functions
 EXPECTED = {
     "stream_agent": ("agent/stream", ["GET", "POST"], "FUNCTION"),
     "stream_workflow": ("workflow/stream", ["GET", "POST"], "FUNCTION"),
+    "agui_agent": ("agent/ag-ui", ["POST"], "FUNCTION"),
+    "agui_workflow": ("workflow/ag-ui", ["POST"], "FUNCTION"),
     "health": ("health", ["GET"], "ANONYMOUS"),
     "chat_page": ("chat", ["GET"], "ANONYMOUS"),
+    "resume_stream": ("runs/{token}/stream", ["GET"], "FUNCTION"),
 }
 
 
@@ -60,7 +63,8 @@ def test_stream_auth_level_setting(monkeypatch, value, expected) -> None:
             fn.get_function_name(): json.loads(fn.get_function_json())["bindings"][0]["authLevel"]
             for fn in reloaded.app.get_functions()
         }
-        assert auth["stream_agent"] == auth["stream_workflow"] == expected
+        assert auth["stream_agent"] == auth["stream_workflow"] == auth["resume_stream"] == expected
+        assert auth["agui_agent"] == auth["agui_workflow"] == expected
         assert auth["health"] == "ANONYMOUS"
     finally:
         monkeypatch.delenv("STREAM_AUTH_LEVEL")

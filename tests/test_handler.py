@@ -61,7 +61,9 @@ async def call(
     client_leaves: Callable[[], Any] | None = None,
 ) -> Reply:
     """One request through ``app`` as an ASGI server makes it."""
-    headers = {"content-length": str(len(body)), **(headers or {})} if method == "POST" else dict(headers or {})
+    headers = {"host": "127.0.0.1:7071", **(headers or {})}  # every HTTP/1.1 request names its host
+    if method == "POST":
+        headers = {"content-length": str(len(body)), **headers}
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -304,7 +306,8 @@ async def test_stream_headers_and_the_run_id_is_the_invocation_id(app: Any) -> N
     assert reply.headers["cache-control"] == "no-cache" and reply.headers["x-accel-buffering"] == "no"
     assert len(reply.headers["x-run-id"]) == 36  # the host's invocation id (a UUID), as the log shows it
     events = parse_sse(reply.body.decode().split("\n"))
-    assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+    token = reply.headers["x-run-token"]
+    assert [e.id for e in events] == [f"{token}:{n}" for n in range(1, len(events) + 1)]
     assert events[-1].event == "done"
 
 

@@ -66,6 +66,115 @@ def test_done_without_usage_says_none() -> None:
     assert (done.model, done.usage) == ("m", None)
 
 
+def call(call_id: str, name: str = "get_weather", arguments: str | dict = "", occurrence: str | None = None) -> Content:
+    return Content.from_function_call(call_id=call_id, name=name, arguments=arguments, id=occurrence)
+
+
+def result(call_id: str, value: str, occurrence: str | None = None) -> Content:
+    return Content.from_function_result(call_id=call_id, result=value, id=occurrence)
+
+
+def test_ids_reused_across_steps_pair_each_result_with_its_own_call() -> None:
+    """As the framework streams a server that numbers calls per response:
+    each step's call_0 is a new occurrence (its own Content.id)."""
+    mapper = UpdateMapper()
+    events = []
+    for step, city in enumerate(["Seattle", "Paris"]):
+        events += mapper.feed(
+            update(call("call_0", arguments=f'{{"location":"{city}"}}', occurrence=f"af-{step}")), "a"
+        )
+        events += mapper.feed(update(finish_reason="tool_calls"), "a")
+        events += mapper.feed(update(result("call_0", city, occurrence=f"af-{step}"), role="tool"), "a")
+    assert events == [
+        ToolCall("a", "call_0", "get_weather", {"location": "Seattle"}),
+        ToolResult("a", "call_0", "get_weather", "Seattle", False),
+        ToolCall("a", "call-app-1", "get_weather", {"location": "Paris"}),
+        ToolResult("a", "call-app-1", "get_weather", "Paris", False),
+    ]
+
+
+def test_ids_reused_without_occurrence_ids_still_make_new_calls_after_a_result() -> None:
+    mapper = UpdateMapper()
+    events = []
+    for city in ["Seattle", "Paris"]:
+        events += mapper.feed(update(call("call_0", arguments={"location": city})), "a")
+        events += mapper.feed(update(result("call_0", city), role="tool"), "a")
+    assert [(e.call_id, type(e).__name__) for e in events] == [
+        ("call_0", "ToolCall"),
+        ("call_0", "ToolResult"),
+        ("call-app-1", "ToolCall"),
+        ("call-app-1", "ToolResult"),
+    ]
+
+
+def test_empty_ids_get_app_ids_and_the_framework_filled_in_id_pairs_the_result() -> None:
+    """No model id: the streamed call has call_id "" and the framework's
+    result uses its occurrence id as call_id."""
+    mapper = UpdateMapper()
+    events = mapper.feed(
+        update(call("", arguments="{}", occurrence="af-x"), call("", "t", "{}", occurrence="af-y")), "a"
+    )
+    events += mapper.feed(update(result("af-y", "Y", occurrence="af-y"), result("af-x", "X", occurrence="af-x")), "a")
+    events += mapper.feed(update(result("af-x", "X", occurrence="af-x")), "a")  # the same result again: once only
+    assert events == [
+        ToolCall("a", "call-app-1", "get_weather", {}),
+        ToolCall("a", "call-app-2", "t", {}),
+        ToolResult("a", "call-app-2", "t", "Y", False),
+        ToolResult("a", "call-app-1", "get_weather", "X", False),
+    ]
+
+
+def test_a_call_repeated_while_it_waits_for_its_result_is_not_a_new_call() -> None:
+    """The framework repeats a call it hands back to the caller (a
+    declaration-only tool) in one more update, arguments None."""
+    mapper = UpdateMapper()
+    events = mapper.feed(update(call("c1", "client_tool", '{"a":1}', occurrence="af-1")), "a")
+    events += mapper.feed(update(finish_reason="tool_calls"), "a")
+    events += mapper.feed(update(Content.from_function_call(call_id="c1", name="client_tool", id="af-1")), "a")
+    events += mapper.flush()
+    assert events == [ToolCall("a", "c1", "client_tool", {"a": 1})]
+
+
+def test_a_result_naming_no_known_call_goes_to_the_oldest_waiting_call() -> None:
+    mapper = UpdateMapper()
+    events = mapper.feed(update(call("m1", arguments="{}"), call("m2", arguments="{}")), "a")
+    events += mapper.feed(update(result("unknown", "first")), "a")
+    assert [e.call_id for e in events] == ["m1", "m2", "m1"]
+
+
+def test_content_filter_finish_is_an_error_and_length_is_kept_for_done() -> None:
+    mapper = UpdateMapper()
+    assert mapper.feed(update(Content.from_text("Part")), "a") == [TextDelta("Part", "a")]
+    assert mapper.done("p", "m").finish_reason == "stop"
+    mapper.feed(update(call("c", arguments='{"loc'), finish_reason="length"), "a")
+    assert mapper.done("p", "m").finish_reason == "stop", "a cut tool call fails; the answer is not cut"
+    mapper.feed(update(Content.from_text("More")), "a")
+    mapper.feed(update(finish_reason="length"), "a")
+    assert mapper.done("p", "m").finish_reason == "length"
+    (error,) = mapper.feed(update(finish_reason="content_filter"), "a")
+    assert error.terminal and error.code == "content_filtered" and "content filter" in error.message
+
+
+def test_calls_with_no_id_at_all_are_told_apart_by_their_names() -> None:
+    """Neither the framework nor the model named them: each fragment with a
+    name starts a call, the ones after it continue it."""
+    mapper = UpdateMapper()
+    events = mapper.feed(update(call("", "a", '{"x":'), call("", "", "1}")), "w")
+    events += mapper.feed(update(finish_reason="tool_calls"), "w")
+    events += mapper.feed(update(result("", "ra")), "w")
+    events += mapper.feed(update(call("", "b", "{}"), call("", "c", "{")), "w")
+    events += mapper.feed(update(call("", "", "}")), "w")
+    events += mapper.feed(update(result("", "rb"), result("", "rc")), "w")
+    assert events == [
+        ToolCall("w", "call-app-1", "a", {"x": 1}),
+        ToolResult("w", "call-app-1", "a", "ra", False),
+        ToolCall("w", "call-app-2", "b", {}),
+        ToolCall("w", "call-app-3", "c", {}),
+        ToolResult("w", "call-app-2", "b", "rb", False),
+        ToolResult("w", "call-app-3", "c", "rc", False),
+    ]
+
+
 def test_a_call_with_no_arguments_has_an_empty_object() -> None:
     """The contract: ``arguments`` is the parsed JSON object, so a call with
     none (``""`` on the wire, or only whitespace) has ``{}``, never ``""``."""
@@ -75,17 +184,20 @@ def test_a_call_with_no_arguments_has_an_empty_object() -> None:
         assert mapper.flush() == [ToolCall("a", "c", "now", {})]
 
 
-def call(call_id: str | None, name: str = "", arguments: object = "") -> Content:
+def fragment(call_id: str | None, name: str = "", arguments: object = "") -> Content:
     return Content.from_function_call(call_id=call_id, name=name, arguments=arguments)
 
 
 def test_fragments_without_a_call_id_belong_to_the_last_call() -> None:
     mapper = UpdateMapper()
-    mapper.feed(update(call(None, "ignored", "{}")), "a")  # nothing to attach it to
-    mapper.feed(update(call("c1", "", '{"location":')), "a")
-    mapper.feed(update(call(None, "get_weather", ' "Oslo"}')), "a")  # the name may come late, too
-    assert mapper.flush() == [ToolCall("a", "c1", "get_weather", {"location": "Oslo"})]
-    mapper.feed(update(call("c1", "get_weather", '{"location": "again"}')), "a")
+    mapper.feed(update(fragment(None, "first", "{}")), "a")  # no call before it: a call with an id the app makes
+    mapper.feed(update(fragment("c1", "", '{"location":')), "a")
+    mapper.feed(update(fragment(None, "get_weather", ' "Oslo"}')), "a")  # the name may come late, too
+    assert mapper.flush() == [
+        ToolCall("a", "call-app-1", "first", {}),
+        ToolCall("a", "c1", "get_weather", {"location": "Oslo"}),
+    ]
+    mapper.feed(update(fragment("c1", "get_weather", '{"location": "again"}')), "a")
     assert mapper.flush() == [], "a call already emitted is not emitted twice"
     result = Content.from_function_result(call_id="c1", result="[1, 2]")
     assert mapper.feed(update(result, role="tool"), "a") == [ToolResult("a", "c1", "get_weather", [1, 2], False)]
@@ -93,14 +205,17 @@ def test_fragments_without_a_call_id_belong_to_the_last_call() -> None:
 
 def test_arguments_that_are_not_json_stay_as_sent() -> None:
     mapper = UpdateMapper()
-    mapper.feed(update(call("c", "t", '{"broken": ')), "a")
-    mapper.feed(update(call("d", "t", "[1, 2]")), "a")
+    mapper.feed(update(fragment("c", "t", '{"broken": ')), "a")
+    mapper.feed(update(fragment("d", "t", "[1, 2]")), "a")
     assert mapper.flush() == [ToolCall("a", "c", "t", '{"broken": '), ToolCall("a", "d", "t", [1, 2])]
 
 
-def test_a_result_with_no_known_call() -> None:
-    result = Content.from_function_result(call_id=None, result="plain text")
-    assert UpdateMapper().feed(update(result, role="tool"), "a") == [ToolResult("a", "", "", "plain text", False)]
+def test_a_result_with_no_known_call_still_gets_an_id() -> None:
+    """Ids are never empty in a stream, even for a result no call announced."""
+    orphan = Content.from_function_result(call_id=None, result="plain text")
+    assert UpdateMapper().feed(update(orphan, role="tool"), "a") == [
+        ToolResult("a", "call-app-1", "", "plain text", False)
+    ]
 
 
 def test_usage_totals_are_derived_when_the_service_leaves_them_out() -> None:
@@ -124,5 +239,5 @@ def test_a_blank_model_name_does_not_replace_the_known_one() -> None:
 
 def test_the_end_of_a_turn_emits_the_calls_made_in_it() -> None:
     mapper = UpdateMapper()
-    assert mapper.feed(update(call("c", "t", '{"k": 1}')), "a") == []
+    assert mapper.feed(update(fragment("c", "t", '{"k": 1}')), "a") == []
     assert mapper.feed(update(finish_reason="stop"), "a") == [ToolCall("a", "c", "t", {"k": 1})]

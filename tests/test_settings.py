@@ -11,7 +11,14 @@ import pytest
 import llm
 import settings as settings_module
 from llm.offline import OfflineChatClient
-from settings import NUMBERS, Number, SettingsError, _number, model_settings, stream_settings
+from settings import (
+    NUMBERS,
+    Number,
+    SettingsError,
+    _number,
+    model_settings,
+    stream_settings,
+)
 from tests.support import SettingRow, readme_settings
 
 

@@ -9,6 +9,7 @@ register new telemetry instruments every time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from agent_framework import Agent, Workflow
@@ -28,20 +29,25 @@ You are a writer. Using only the researcher's findings above, write what the use
 (a short report, article or poem). Keep it under 120 words. Do not invent weather data."""
 
 
-def build_research_agents(client: Any, provider: WeatherProvider | None = None) -> tuple[Agent, Agent]:
-    """The researcher (with ``get_weather``) and the writer, over ``client``."""
+def build_research_agents(
+    client: Any, provider: WeatherProvider | None = None, *, options: Mapping[str, Any] | None = None
+) -> tuple[Agent, Agent]:
+    """The researcher (with ``get_weather``) and the writer, over ``client``;
+    ``options`` are chat options sent on every model call."""
     researcher = Agent(
         client=client,
         name=RESEARCHER_NAME,
         description="Looks up the current weather for the places in the request.",
         instructions=RESEARCHER_INSTRUCTIONS,
         tools=[make_weather_tool(provider or OfflineWeatherProvider())],
+        default_options=dict(options or {}),
     )
     writer = Agent(
         client=client,
         name=WRITER_NAME,
         description="Writes the piece the user asked for from the research.",
         instructions=WRITER_INSTRUCTIONS,
+        default_options=dict(options or {}),
     )
     return researcher, writer
 
