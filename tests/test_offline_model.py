@@ -300,3 +300,45 @@ def test_the_writer_joins_an_answer_s_pieces_with_spaces() -> None:
 
     pieces = Message(role="assistant", contents=[Content.from_text("Sunny"), Content.from_text(""), "and warm."])
     assert OfflineChatClient._write("anything", [pieces]) == "In short: Sunny and warm."
+
+
+async def test_a_place_s_name_is_tidied_not_changed() -> None:
+    report = await OfflineWeatherProvider().current("  New \t York ")
+    assert report.location == "New York"
+    assert report == await OfflineWeatherProvider().current("New York")
+
+
+async def test_cancelling_a_workflow_inside_a_slow_tool_cancels_the_tool() -> None:
+    """A run cancelled (the client left, the deadline passed) inside the
+    researcher's tool call cancels the call, not just the stream."""
+    import asyncio
+
+    from settings import model_settings
+    from streaming.request import RunRequest
+    from streaming.runners import run_workflow
+
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    class Stuck:
+        name = "stuck"
+
+        async def current(self, location: str):
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    async def consume() -> None:
+        async for _ in run_workflow(
+            RunRequest("Research Oslo"), OfflineChatClient(delay=0), model_settings({}), provider=Stuck()
+        ):
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(cancelled.wait(), 2)
