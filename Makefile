@@ -121,14 +121,16 @@ bench: $(VENV)/.dev
 bench-quick: $(VENV)/.dev
 	$(PY) -m bench.run --quick
 
-# Mutation testing (mutmut; configuration in pyproject.toml): slow (an hour
-# or more on 2 cores), so CI does not run it. MUTATE picks mutants by name,
-# e.g. make mutate MUTATE='streaming.encoders.*'; results accumulate in
-# mutants/ and only changed code is run again. Prints the score per module.
-MUTATE ?=
+# Mutation testing (mutmut; configuration in pyproject.toml): slow, so CI
+# does not run it. MUTATE picks mutants by name, e.g.
+# make mutate MUTATE='streaming.encoders.*'; results accumulate in mutants/.
+# MUTATE_SERVERS=1 also counts the tests that drive a server in another
+# process (much slower; rm -rf mutants when switching). Prints the score per module.
+MUTATE ?= settings.* streaming.* tools.* llm.*
 MUTATE_JOBS ?= 2
+MUTATE_SERVERS ?= 0
 mutate: $(VENV)/.dev
-	$(PY) -m mutmut run --max-children $(MUTATE_JOBS) $(MUTATE)
+	set -f; MUTMUT_SERVER_TESTS=$(MUTATE_SERVERS) $(PY) -m mutmut run --max-children $(MUTATE_JOBS) $(MUTATE)
 	$(PY) -m tests.mutation_score
 
 clean:

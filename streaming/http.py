@@ -74,8 +74,10 @@ class WireProtocol(Protocol):
     resumable: bool
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(status: int, code: str, message: str, run_id: str | None = None) -> Response:
+    """A JSON error; with the run id (``X-Run-Id``) when the log has a line about it."""
+    headers = {"X-Run-Id": run_id} if run_id else None
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 async def stream_run(req: Request, runner: Runner, protocol: WireProtocol | None = None) -> Response:
@@ -90,9 +92,7 @@ async def stream_run(req: Request, runner: Runner, protocol: WireProtocol | None
         return Response(status_code=400)  # nobody reads it; the server just closes the connection
     except Exception:
         logger.exception("run %s: %s %s failed before streaming", run_id, req.method, one_line(req.url.path))
-        response = error_response(500, "internal_error", "The request failed unexpectedly.")
-        response.headers["X-Run-Id"] = run_id
-        return response
+        return error_response(500, "internal_error", "The request failed unexpectedly.", run_id)
 
 
 async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireProtocol | None = None) -> Response:
@@ -128,7 +128,7 @@ async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireP
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
     except SettingsError as exc:
         logger.error("run %s refused: %s", run_id, exc)
-        return error_response(503, exc.code, str(exc))
+        return error_response(503, exc.code, str(exc), run_id)
     slot = RUN_SLOTS.try_acquire(caps.max_concurrent_runs)
     if slot is None:
         # INFO, not WARNING: a flood of refused requests must not flood alerts.

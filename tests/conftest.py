@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import MUTMUT_STATS, README, AppServer, app_variables, is_app_variable
+from tests.support import README, AppServer, app_variables, is_app_variable, mutmut_stats
 
 OFFLINE_VALUES = {"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": "2"}
 
@@ -40,7 +40,7 @@ def hermetic(request: pytest.FixtureRequest) -> Iterator[None]:
     """Nothing a test leaves in the environment reaches the next one."""
     yield
     _clear_app_variables()
-    if MUTMUT_STATS:  # credit the servers this test used with it (see tests/support.py)
+    if mutmut_stats():  # credit the servers this test used with it (see tests/support.py)
         for value in request.node.funcargs.values():
             if isinstance(value, AppServer):
                 value.users.add(request.node.nodeid)

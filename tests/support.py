@@ -102,6 +102,29 @@ def is_app_variable(name: str, names: frozenset[str] | None = None) -> bool:
     return name in (app_variables() if names is None else names) or name.startswith(PLATFORM_PREFIXES)
 
 
+class _AppVariables:
+    """``name in MODEL_VARIABLES``: :func:`is_app_variable`, for code written
+    before the list came from the README."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and is_app_variable(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(app_variables()))
+
+
+MODEL_VARIABLES = _AppVariables()
+
+
+def free_port() -> int:
+    """A port free now, for a server that cannot bind port 0 itself. Another
+    process may take it before the server binds it: prefer port 0 and ask the
+    server which port it got (as :class:`AppServer` does)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def hermetic_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """``environ`` (default: this process's) without any setting of the app:
     what a server under test starts from, whatever the developer's shell has."""
@@ -114,9 +137,19 @@ def hermetic_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]
 
 # mutmut (``make mutate``) chooses the tests for each mutant from the functions
 # a test ran in-process. A server under test runs the code in another process:
-# under mutmut's stats run, the server records what it ran in a file, and each
-# test that used the server is credited with it (see tests/conftest.py).
-MUTMUT_STATS = os.environ.get("MUTANT_UNDER_TEST") == "stats"
+# with MUTMUT_SERVER_TESTS=1, under mutmut's stats run the server records what
+# it ran in a file, and each test that used the server is credited with it
+# (see tests/conftest.py). Without it, the in-process tests of the handler
+# (tests/test_handler.py) are the ones that count for it.
+
+
+def mutmut_stats() -> bool:
+    """Whether mutmut is recording which tests run which code, servers included
+    (``MUTMUT_SERVER_TESTS=1``: thorough, and slow, since every mutant those
+    tests cover then starts servers of its own)."""
+    return os.environ.get("MUTANT_UNDER_TEST") == "stats" and os.environ.get("MUTMUT_SERVER_TESTS") == "1"
+
+
 _SERVE_RECORDING_HITS = """
 import atexit, json, os, runpy, signal, sys
 import mutmut.mutation.trampoline as trampoline
@@ -171,7 +204,7 @@ class AppServer:
     def start(self, timeout: float = 60.0) -> AppServer:
         self._log = self.log_file.open("wb")
         args = ["--port", "0", "--port-file", str(self.port_file), "--settings", str(self.settings_file)]
-        command = ["-c", _SERVE_RECORDING_HITS] if MUTMUT_STATS else ["-m", "devhost"]
+        command = ["-c", _SERVE_RECORDING_HITS] if mutmut_stats() else ["-m", "devhost"]
         self.process = subprocess.Popen(
             [sys.executable, *command, *args], cwd=ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT
         )
@@ -204,7 +237,7 @@ class AppServer:
                 self.process.wait()
         if self in RUNNING_SERVERS:
             RUNNING_SERVERS.remove(self)
-            if MUTMUT_STATS:
+            if mutmut_stats():
                 record_server_hits(self)
         if getattr(self, "_log", None):
             self._log.close()

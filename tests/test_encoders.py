@@ -87,6 +87,10 @@ def test_choose_encoder_from_accept(accept, expected) -> None:
         ("text/plain;Q=0.2, application/x-ndjson; q = 0.3", NDJSONEncoder),
         ("text/plain;level=1;q=0.9, text/event-stream;q=0.8", TextEncoder),
         (" APPLICATION/X-NDJSON ", NDJSONEncoder),
+        ("application/json, text/plain", TextEncoder),  # a format we do not speak does not end the search
+        ("text/plain;q=1, application/x-ndjson", TextEncoder),  # no q is q=1
+        ("text/plain;level=1;q=0.1, application/x-ndjson;q=0.5", NDJSONEncoder),
+        ("text/plain;q=0.5=x", SSEEncoder),  # an unreadable weight is q=0
     ],
 )
 def test_accept_ties_case_and_spacing(accept, expected) -> None:
@@ -116,3 +120,30 @@ def test_ndjson_and_sse_write_compact_utf8_json() -> None:
         ).encode()
     )
     assert SSEEncoder().encode(4, event).endswith('"arguments":{"location":"Zürich","n":[1,2]}}\n\n'.encode())
+
+
+def test_every_event_s_payload_on_the_wire() -> None:
+    from streaming.events import AgentCompleted
+
+    events = [
+        AgentStarted("researcher"),
+        TextDelta("Hi", "researcher"),
+        ToolCall("researcher", "c1", "get_weather", {"location": "Oslo"}),
+        ToolResult("researcher", "c1", "get_weather", {"location": "Oslo"}, True),
+        AgentCompleted("researcher"),
+        Done("openai", "gpt", {"total_tokens": 3}, 42),
+        Error("timeout", "Too slow."),
+    ]
+    assert [json.loads(NDJSONEncoder().encode(i, e)) for i, e in enumerate(events, 1)] == [
+        {"id": 1, "event": "agent_started", "agent": "researcher"},
+        {"id": 2, "event": "text", "text": "Hi", "agent": "researcher"},
+        {"id": 3, "event": "tool_call", "agent": "researcher", "call_id": "c1", "name": "get_weather",
+         "arguments": {"location": "Oslo"}},
+        {"id": 4, "event": "tool_result", "agent": "researcher", "call_id": "c1", "name": "get_weather",
+         "result": {"location": "Oslo"}, "is_error": True},
+        {"id": 5, "event": "agent_completed", "agent": "researcher"},
+        {"id": 6, "event": "done", "provider": "openai", "model": "gpt", "usage": {"total_tokens": 3},
+         "elapsed_ms": 42, "finish_reason": "stop"},
+        {"id": 7, "event": "error", "error": {"code": "timeout", "message": "Too slow."}},
+    ]  # fmt: skip
+    assert ToolResult("a", "c", "t", None).is_error is False and Done("p", "m").usage is None

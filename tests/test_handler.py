@@ -14,6 +14,7 @@ import importlib
 import itertools
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ async def call(
     headers: dict[str, str] | None = None,
     query: str = "",
     send_hook: Callable[[dict[str, Any]], Any] | None = None,
+    client_leaves: Callable[[], Any] | None = None,
 ) -> Reply:
     """One request through ``app`` as an ASGI server makes it."""
     headers = {"host": "127.0.0.1:7071", **(headers or {})}  # every HTTP/1.1 request names its host
@@ -84,8 +86,10 @@ async def call(
         if not delivered:
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # the client stays
-        raise AssertionError("unreachable")
+        if client_leaves is None:
+            await asyncio.Event().wait()  # the client stays
+        await client_leaves()
+        return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
         if send_hook is not None:
@@ -268,10 +272,16 @@ async def test_a_500_carries_its_run_id_and_the_log_names_it(
     assert b"secret" not in reply.body
 
 
-async def test_a_bad_setting_is_a_503_naming_it_not_its_value(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_bad_setting_is_a_503_naming_it_not_its_value(
+    app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("RUN_DEADLINE_SECONDS", "soon-ish")
-    reply = await call(app, "POST", AGENT, **post_json({"message": "Weather in Oslo?"}))
+    with caplog.at_level(logging.INFO, logger="streaming.http"):
+        reply = await call(app, "POST", AGENT, **post_json({"message": "Weather in Oslo?"}))
     assert reply.status == 503
+    refused = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert any(reply.headers["x-run-id"] in m and "RUN_DEADLINE_SECONDS" in m for m in refused), refused
+    assert all("soon-ish" not in m for m in refused)
     assert reply.json() == {
         "error": {"code": "invalid_setting", "message": "Setting RUN_DEADLINE_SECONDS must be a number."}
     }
@@ -399,3 +409,74 @@ async def test_done_is_stamped_with_the_run_s_duration_and_ends_it(monkeypatch: 
     done = events[0].data
     assert 150 <= done["elapsed_ms"] < 10_000
     assert done["usage"] == {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}
+
+
+async def test_the_workflow_streams_both_agents_in_process(app: Any) -> None:
+    reply = await call(app, "POST", "/api/workflow/stream", **post_json({"message": "Research Oslo, write a poem"}))
+    events = sse_events(reply)
+    assert [(e.event, e.data["agent"]) for e in events if e.event.startswith("agent_")] == [
+        ("agent_started", "researcher"),
+        ("agent_completed", "researcher"),
+        ("agent_started", "writer"),
+        ("agent_completed", "writer"),
+    ]
+    calls = [e.data for e in events if e.event == "tool_call"]
+    assert [(c["agent"], c["name"], c["arguments"]) for c in calls] == [
+        ("researcher", "get_weather", {"location": "Oslo"})
+    ]
+    results = [e.data for e in events if e.event == "tool_result"]
+    assert [(r["agent"], r["call_id"], r["result"]["location"]) for r in results] == [
+        ("researcher", calls[0]["call_id"], "Oslo")
+    ]
+    texts = {e.data["agent"] for e in events if e.event == "message"}
+    assert texts == {"researcher", "writer"}
+    writer = "".join(e.data["text"] for e in events if e.event == "message" and e.data["agent"] == "writer")
+    assert writer.count("\n") == 3 and writer.startswith("In Oslo it is")
+    done = events[-1]
+    assert done.event == "done" and (done.data["provider"], done.data["model"]) == ("offline", "offline-demo")
+    assert done.data["usage"]["total_tokens"] > 0
+
+
+async def test_the_run_id_is_made_up_when_the_host_gives_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        yield Done("offline", "offline-demo")
+
+    reply = await run_with(runner, monkeypatch)
+    assert re.fullmatch(r"[0-9a-f]{32}", reply.headers["x-run-id"])
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+    given = await call(with_runner(runner), "GET", AGENT, query="message=hi", headers={"x-ms-invocation-id": "abc-1"})
+    assert given.headers["x-run-id"] == "abc-1"
+    unsafe = await call(with_runner(runner), "GET", AGENT, query="message=hi", headers={"x-ms-invocation-id": "a b"})
+    assert re.fullmatch(r"[0-9a-f]{32}", unsafe.headers["x-run-id"])
+
+
+async def test_every_log_line_about_a_run_carries_its_run_id(
+    app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """README: X-Run-Id is the id "which every log line about the run carries"."""
+    with caplog.at_level(logging.INFO, logger="streaming"):
+        reply = await call(app, "GET", AGENT, query="message=Oslo")
+    run_id = reply.headers["x-run-id"]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("streaming")]
+    assert lines and all(run_id in line for line in lines), lines
+    assert any("GET /api/agent/stream via offline" in line for line in lines), lines
+
+
+async def test_a_client_that_leaves_is_logged_under_the_run_id(
+    app: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OFFLINE_MODEL_DELAY_MS", "50")
+    first_write = asyncio.Event()
+
+    async def on_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            first_write.set()
+
+    async def gone() -> None:
+        await first_write.wait()
+
+    with caplog.at_level(logging.INFO, logger="streaming"):
+        reply = await call(app, "GET", AGENT, query="message=Oslo", send_hook=on_send, client_leaves=gone)
+    assert b"event: done" not in reply.body
+    left = [r.getMessage() for r in caplog.records if "disconnected" in r.getMessage()]
+    assert left and all(f"run {reply.headers['x-run-id']}" in line for line in left), left

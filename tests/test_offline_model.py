@@ -188,3 +188,158 @@ async def test_the_same_city_always_gets_the_same_weather(city: str, report: tup
         "humidity_pct": report[3],
         "source": "offline sample data",
     }
+
+
+def _tool_turn(*reports: dict) -> list:
+    import json
+
+    from agent_framework import Content, Message
+
+    results = [Content.from_function_result(call_id=f"c{i}", result=json.dumps(r)) for i, r in enumerate(reports)]
+    return [Message(role="tool", contents=results)]
+
+
+def test_the_writer_s_brief_says_what_to_wear() -> None:
+    cold = {"location": "Oslo", "conditions": "windy", "temperature_c": 5, "wind_kph": 12}
+    warm = {"location": "Lima", "conditions": "sunny", "temperature_c": 12, "wind_kph": 3}
+    assert OfflineChatClient._write("a report", _tool_turn(cold, warm)) == (
+        "Weather brief. Oslo: windy, 5 °C, wind 12 km/h; Lima: sunny, 12 °C, wind 3 km/h. "
+        "Pack a layer and check again later: conditions change."
+    )
+    assert OfflineChatClient._write("a report", _tool_turn(warm)) == (
+        "Weather brief. Lima: sunny, 12 °C, wind 3 km/h. Light clothing will do and check again later: "
+        "conditions change."
+    )
+    assert OfflineChatClient._write("a report", _tool_turn({"location": "Nowhere"})) == (
+        "Weather brief. Nowhere: unknown, ? °C, wind ? km/h. Light clothing will do and check again later: "
+        "conditions change."
+    )
+
+
+def test_the_writer_without_weather_reports() -> None:
+    from agent_framework import Message
+
+    findings = [Message(role="assistant", contents=["First."]), Message(role="assistant", contents=["Found it."])]
+    assert OfflineChatClient._write("anything", findings) == "In short: Found it."
+    assert OfflineChatClient._write("  hello  ", []) == "This is the offline demo model. You asked: hello"
+    assert OfflineChatClient._write("   ", []) == "This is the offline demo model. You asked: (nothing)"
+
+
+async def test_usage_counts_the_prompt_and_the_answer() -> None:
+    from agent_framework import Message
+
+    client = OfflineChatClient(delay=0)
+    response = await client.get_response([Message(role="user", contents=["three word prompt"])])
+    assert response.text == "This is the offline demo model. You asked: three word prompt"
+    usage = response.usage_details
+    # a token per word of the prompt, per streamed piece of the answer (11 words)
+    assert (usage["input_token_count"], usage["output_token_count"], usage["total_token_count"]) == (3, 11, 14)
+    assert response.model == "offline-demo"
+
+
+def test_the_poem_word_for_word() -> None:
+    oslo = {"location": "Oslo", "conditions": "windy", "temperature_c": 5, "wind_kph": 12}
+    assert OfflineChatClient._write("a poem", _tool_turn(oslo)) == (
+        "In Oslo it is windy, 5 degrees in the air;\n"
+        "the wind goes by at 12 km/h, light as a prayer;\n"
+        "the wind keeps time at its own pace,\n"
+        "and the day goes on with care."
+    )
+    assert OfflineChatClient._write("a POEM", _tool_turn({"location": "Lima"}, {"location": "Cairo"})) == (
+        "In Lima it is quiet, ? degrees in the air;\n"
+        "in Cairo the sky has its own affair;\n"
+        "the wind keeps time at its own pace,\n"
+        "and the day goes on with care."
+    )
+
+
+async def test_the_workflow_with_a_failing_provider_still_writes() -> None:
+    from settings import model_settings
+    from streaming.events import AgentCompleted, Done, ToolResult
+    from streaming.request import RunRequest
+    from streaming.runners import run_workflow
+
+    events = [
+        e
+        async for e in run_workflow(
+            RunRequest("Research Atlantis"), OfflineChatClient(delay=0), model_settings({}), provider=BrokenProvider()
+        )
+    ]
+    results = [e for e in events if isinstance(e, ToolResult)]
+    assert [(r.agent, r.is_error) for r in results] == [("researcher", True)]
+    assert [e.agent for e in events if isinstance(e, AgentCompleted)] == ["researcher", "writer"]
+    assert isinstance(events[-1], Done) and events[-1].provider == "offline"
+
+
+def test_the_writer_uses_only_readable_successful_weather_reports() -> None:
+    import json
+
+    from agent_framework import Content, Message
+
+    oslo = {"location": "Oslo", "conditions": "windy", "temperature_c": 5, "wind_kph": 12}
+    lima = {"location": "Lima", "conditions": "sunny", "temperature_c": 20, "wind_kph": 3}
+    failed = Content.from_function_result(call_id="f", result=json.dumps(lima), exception="boom")
+    messages = [
+        Message(role="assistant", contents=["Looking it up."]),
+        Message(
+            role="tool",
+            contents=[
+                Content.from_function_result(call_id="a", result="not json"),
+                Content.from_function_result(call_id="b", result='["location"]'),
+                failed,
+                Content.from_function_result(call_id="c", result=oslo),  # an object, not its JSON
+            ],
+        ),
+    ]
+    assert OfflineChatClient._write("a report", messages) == (
+        "Weather brief. Oslo: windy, 5 °C, wind 12 km/h. Pack a layer and check again later: conditions change."
+    )
+
+
+def test_the_writer_joins_an_answer_s_pieces_with_spaces() -> None:
+    from agent_framework import Content, Message
+
+    pieces = Message(role="assistant", contents=[Content.from_text("Sunny"), Content.from_text(""), "and warm."])
+    assert OfflineChatClient._write("anything", [pieces]) == "In short: Sunny and warm."
+
+
+async def test_a_place_s_name_is_tidied_not_changed() -> None:
+    report = await OfflineWeatherProvider().current("  New \t York ")
+    assert report.location == "New York"
+    assert report == await OfflineWeatherProvider().current("New York")
+
+
+async def test_cancelling_a_workflow_inside_a_slow_tool_cancels_the_tool() -> None:
+    """A run cancelled (the client left, the deadline passed) inside the
+    researcher's tool call cancels the call, not just the stream."""
+    import asyncio
+
+    from settings import model_settings
+    from streaming.request import RunRequest
+    from streaming.runners import run_workflow
+
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    class Stuck:
+        name = "stuck"
+
+        async def current(self, location: str):
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    async def consume() -> None:
+        async for _ in run_workflow(
+            RunRequest("Research Oslo"), OfflineChatClient(delay=0), model_settings({}), provider=Stuck()
+        ):
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(cancelled.wait(), 2)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 
 import pytest
 
 import llm
+import settings as settings_module
 from llm.offline import OfflineChatClient
 from settings import (
     NUMBERS,
@@ -15,10 +17,7 @@ from settings import (
     SettingsError,
     _number,
     model_settings,
-    resume_settings,
-    run_limits,
     stream_settings,
-    weather_settings,
 )
 from tests.support import SettingRow, readme_settings
 
@@ -138,32 +137,73 @@ def _stated_number(row: SettingRow) -> tuple[float, float, float] | None:
     return None
 
 
+def _readers() -> list:
+    """The public functions that read settings from an ``env`` mapping."""
+    return [
+        fn
+        for name, fn in vars(settings_module).items()
+        if callable(fn)
+        and not name.startswith(("_", "x_", "xǁ"))  # nor the copies `make mutate` writes
+        and "__mutmut_" not in name
+        and getattr(fn, "__module__", None) == "settings"
+        and next(iter(inspect.signature(fn).parameters), None) == "env"
+    ]
+
+
 def _effective(env: dict[str, str]) -> dict[str, object]:
     """Everything the settings functions make of ``env``."""
     values: dict[str, object] = {}
-    for read in (model_settings, stream_settings, run_limits, resume_settings, weather_settings):
-        result = read(env)
-        values |= {f"{read.__name__}.{f}": getattr(result, f) for f in result.__dataclass_fields__}
+    for read in _readers():
+        try:
+            result = read(env)
+        except (SettingsError, TypeError) as exc:
+            values[read.__name__] = repr(exc)
+            continue
+        fields = getattr(result, "__dataclass_fields__", None)
+        values |= {f"{read.__name__}.{f}": getattr(result, f) for f in fields} if fields else {read.__name__: result}
     return values
 
 
-@pytest.mark.parametrize("name", sorted(set(ROWS) | set(NUMBERS)))
+def declared_numbers() -> dict[str, Number]:
+    """``settings.NUMBERS``, and every number a settings function reads with
+    a default and range of its own (``_number(env, name, 5, minimum=...)``)."""
+    found = dict(NUMBERS)
+    real = settings_module._number
+
+    def recording(env, name, default=None, *, minimum=None, maximum=None):
+        if default is not None:
+            found.setdefault(name, Number(default, minimum, maximum))
+        return real(env, name, default, minimum=minimum, maximum=maximum)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(settings_module, "_number", recording)
+        for base in BASES:
+            _effective(base)
+    return found
+
+
+DECLARED = declared_numbers()
+
+
+@pytest.mark.parametrize("name", sorted(set(ROWS) | set(DECLARED)))
 def test_readme_settings_row_matches_the_code(name: str) -> None:
     assert name in ROWS, f"{name} is read by settings.py: add its row to README.md's configuration table"
     stated = _stated_number(ROWS[name])
-    if name not in NUMBERS:
-        assert stated is None, f"{name} is a number: declare it in settings.NUMBERS"
+    if name not in DECLARED:
+        assert stated is None, f"{name} is a number: read it with settings._number"
         return
     default, minimum, maximum = stated or pytest.fail(f"{name}: the README gives no default and range")
-    assert NUMBERS[name] == Number(default, minimum, maximum)
+    assert DECLARED[name] == Number(default, minimum, maximum)
     # Behaviour, not just the declaration: the default applies when unset, both
     # ends of the range are accepted, and a step beyond either is refused.
-    assert _number({}, name) == default
-    assert _number({name: str(minimum)}, name) == minimum and _number({name: f" {maximum} "}, name) == maximum
+    spec = {} if name in NUMBERS else {"default": default, "minimum": minimum, "maximum": maximum}
+    assert _number({}, name, **spec) == default
+    assert _number({name: str(minimum)}, name, **spec) == minimum
+    assert _number({name: f" {maximum} "}, name, **spec) == maximum
     step = min(0.01, minimum / 2) if minimum else 0.01
     for bad in (minimum - step, maximum + step):
         with pytest.raises(SettingsError) as err:
-            _number({name: repr(bad)}, name)
+            _number({name: repr(bad)}, name, **spec)
         assert str(err.value) == f"Setting {name} must be between {minimum:g} and {maximum:g}."
     # And the setting reaches what the app uses.
     assert any(_effective({**base, name: str(maximum)}) != _effective(base) for base in BASES), f"{name} is ignored"
