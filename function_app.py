@@ -17,7 +17,7 @@ from azurefunctions.extensions.http.fastapi import HTMLResponse, JSONResponse, R
 import llm
 from settings import SettingsError
 from streaming.agui import AGENT_PROTOCOL, WORKFLOW_PROTOCOL
-from streaming.http import stream_run
+from streaming.http import resume_run, stream_run
 from streaming.runners import run_agent, run_workflow
 from web import chat_page as _chat_page
 
@@ -81,3 +81,10 @@ async def chat_page(req: Request) -> HTMLResponse:
     its security headers (see ``web/__init__.py``)."""
     html, headers = _chat_page()
     return HTMLResponse(html, headers=headers)
+
+
+@app.route(route="runs/{token}/stream", methods=["GET"], auth_level=STREAM_AUTH_LEVEL)
+async def resume_stream(req: Request) -> StreamingResponse:
+    """A run again, from after the event id in ``Last-Event-ID`` or ``?after=``
+    (see the README's event contract)."""
+    return await resume_run(req, req.path_params.get("token") or req.url.path.rstrip("/").split("/")[-2])

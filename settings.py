@@ -59,6 +59,12 @@ NUMBERS: dict[str, Number] = {
     "MAX_RUN_OUTPUT_CHARS": Number(100_000, minimum=1, maximum=100_000_000),
     "MAX_CONCURRENT_RUNS": Number(64, minimum=1, maximum=100_000),
     "BODY_READ_TIMEOUT_SECONDS": Number(10, minimum=0.1, maximum=600),
+    "COALESCE_MS": Number(0, minimum=0, maximum=2),
+    "RESUME_WINDOW_SECONDS": Number(30, minimum=0, maximum=3600),
+    "RESUME_RETENTION_SECONDS": Number(300, minimum=0, maximum=86400),
+    "RESUME_MAX_RUNS": Number(1000, minimum=1, maximum=1_000_000),
+    "RESUME_MAX_RUN_BYTES": Number(4 << 20, minimum=64 * 1024, maximum=1 << 30),
+    "STREAM_LEASE_SECONDS": Number(10, minimum=1, maximum=300),
 }
 
 
@@ -254,3 +260,47 @@ def allowed_hosts(env: Mapping[str, str] | None = None, *, bound: str | None = N
 
 
 _HOST_NAME = re.compile(r"\[?[0-9a-z.:-]{1,253}\]?")
+
+
+# ---------------------------------------------------------------------------- the run log and resuming
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeSettings:
+    """How events reach readers and how long runs can be resumed.
+
+    ``store_url`` empty: runs live in this process's memory; ``redis://``
+    or ``rediss://``: in Redis, shared by every instance."""
+
+    coalesce_s: float = 0.0
+    window_s: float = 30.0
+    retention_s: float = 300.0
+    max_runs: int = 1000
+    max_run_bytes: int = 4 << 20
+    store_url: str = ""
+    lease_s: float = 10.0
+
+    def __repr__(self) -> str:  # the URL may hold a password
+        return f"ResumeSettings(window_s={self.window_s}, retention_s={self.retention_s}, store={self.store_kind})"
+
+    @property
+    def store_kind(self) -> str:
+        return self.store_url.split("://", 1)[0] if self.store_url else "memory"
+
+
+def resume_settings(env: Mapping[str, str] | None = None) -> ResumeSettings:
+    env = os.environ if env is None else env
+    url = _get(env, "STREAM_STORE_URL") or ""
+    if url.lower() == "memory":
+        url = ""
+    if url and url.split("://", 1)[0].lower() not in ("redis", "rediss"):
+        raise SettingsError("Setting STREAM_STORE_URL must be empty, 'memory', or a redis:// or rediss:// URL.")
+    return ResumeSettings(
+        coalesce_s=_number(env, "COALESCE_MS") / 1000,
+        window_s=_number(env, "RESUME_WINDOW_SECONDS"),
+        retention_s=_number(env, "RESUME_RETENTION_SECONDS"),
+        max_runs=int(_number(env, "RESUME_MAX_RUNS")),
+        max_run_bytes=int(_number(env, "RESUME_MAX_RUN_BYTES")),
+        store_url=url,
+        lease_s=_number(env, "STREAM_LEASE_SECONDS"),
+    )

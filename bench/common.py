@@ -223,8 +223,8 @@ class _SSEReader:
         except ValueError:
             self.problems.append(f"event {len(self.events) + 1}: data is not JSON")
             data = None
-        expected = str(len(self.events) + 1)
-        if self.event_id != expected and len(self.problems) < 5:
+        expected = str(len(self.events) + 1)  # ids are "<run token>:<n>"
+        if (self.event_id or "").rpartition(":")[2] != expected and len(self.problems) < 5:
             self.problems.append(f"event id {self.event_id!r}, expected {expected}")
         if self.events and self.events[-1][0] in TERMINAL and len(self.problems) < 5:
             self.problems.append(f"event {name!r} after the terminal event")

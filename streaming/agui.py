@@ -473,6 +473,8 @@ class AGUIProtocol:
     and an encoder for the stream. ``client_tools=False`` for the workflow."""
 
     client_tools: bool = True
+    #: AG-UI has no resume: a run is cancelled as its client leaves.
+    resumable: bool = False
 
     def parse(self, body: bytes, content_type: str | None, limits: StreamSettings) -> AGUIRunRequest:
         return parse_run_input(body, content_type, limits, client_tools=self.client_tools)

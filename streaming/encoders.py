@@ -63,7 +63,8 @@ class Encoder:
     #: connection. ``None``: the format has no harmless filler.
     heartbeat: ClassVar[bytes | None] = None
 
-    def encode(self, event_id: int, event: StreamEvent) -> bytes:
+    def encode(self, event_id: int | str, event: StreamEvent) -> bytes:
+        """``event_id`` is opaque (``"<run token>:<seq>"`` in the app)."""
         raise NotImplementedError
 
 

@@ -1,12 +1,19 @@
-"""The one HTTP handler both stream triggers share.
+"""The HTTP handlers the stream triggers share.
 
-request -> validated :class:`RunRequest` -> runner -> :func:`guard` ->
-encoder chosen from ``Accept`` -> :class:`EventStreamResponse`.
+request -> validated :class:`RunRequest` -> a run (its own task: runner ->
+:func:`drive` -> run log) -> :class:`EventStreamResponse` reading the log,
+encoder chosen from ``Accept``. Bad input answers 4xx JSON; a missing model
+configuration answers 503 JSON before any byte of a stream is sent. Only
+GET and POST start a run; past ``MAX_CONCURRENT_RUNS`` a request gets 429
+before any model call.
+
+:func:`resume_run` serves a run again from an event id (``Last-Event-ID``
+on a GET to the stream endpoint, or ``GET /api/runs/{token}/stream`` with
+that header or ``?after=``): every event after it, then the live tail.
+An id at or past the run's terminal event, unknown or expired, gets 204.
+
 A protocol (AG-UI, ``streaming/agui.py``) replaces only the two ends: it
-parses the request and supplies the encoder; the run between is the same.
-Bad input answers 4xx JSON; a missing model configuration answers 503
-JSON before any byte of a stream is sent. Only GET and POST start a run;
-past ``MAX_CONCURRENT_RUNS`` a request gets 429 before any model call.
+parses the body and supplies the encoder; the run between is the same.
 """
 
 from __future__ import annotations
@@ -14,19 +21,22 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
 import llm
-from settings import SettingsError, StreamSettings, run_limits, stream_settings
+from settings import SettingsError, StreamSettings, resume_settings, run_limits, stream_settings
 from streaming.encoders import Encoder, choose_encoder
+from streaming.events import StreamEvent
 from streaming.logsafe import one_line
-from streaming.pipeline import guard
+from streaming.pipeline import drive
 from streaming.request import ClientGone, RequestError, parse_body, parse_query, read_body
 from streaming.response import EventStreamResponse
+from streaming.runlog import Emit, RunStore, StoreUnavailable, parse_event_id, run_store
 from streaming.runners import Runner
-from streaming.slots import RunSlots
+from streaming.slots import RunSlot, RunSlots
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +64,10 @@ class WireProtocol(Protocol):
     """A protocol other than ours (AG-UI): a parser of the POST body and an
     encoder for the stream, nothing more. Reading the body (its limits and
     timeout), the run and the response stay the shared handler's."""
+
+    #: Whether its clients can resume a run (come back with an event id).
+    #: A protocol that cannot has its run cancelled as its client leaves.
+    resumable: bool
 
     def parse(self, body: bytes, content_type: str | None, limits: StreamSettings) -> Any: ...
 
@@ -89,13 +103,13 @@ async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireP
         response.headers["Allow"] = ", ".join(RUN_METHODS)
         return response
     if req.method == "GET" and "last-event-id" in req.headers:
-        # A browser's EventSource reconnecting after a stream ended. Runs are
-        # stateless and not resumable: 204 tells it to stop for good instead
-        # of running (and paying for) the agent again.
-        return Response(status_code=204)
+        # A browser's EventSource reconnecting: resume the run it was reading,
+        # never run (and pay for) the agent again. 204 stops it for good.
+        return await _resume(req, req.headers["last-event-id"], token=None, strict=False)
     try:
         limits = stream_settings()
         caps = run_limits()
+        resume = resume_settings()
         if req.method == "GET" and protocol is None:
             run_request = parse_query(req.query_params, limits)
         else:
@@ -105,6 +119,7 @@ async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireP
             parse = protocol.parse if protocol is not None else parse_body
             run_request = parse(body, req.headers.get("content-type"), limits)
         client, model = llm.chat_client()
+        run_store(resume)  # a bad STREAM_STORE_URL is a 503 before anything runs
     except RequestError as exc:
         # Past the body deadline the connection is closed: the rest of a
         # trickled body must not keep holding it.
@@ -130,20 +145,117 @@ async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireP
         model.provider,
         len(run_request.history),
     )
+
+    events = runner(run_request, client, model)
+    encoder = protocol.encoder(run_request) if protocol is not None else choose_encoder(req.headers.get("accept"))
+    resumable = protocol is None or protocol.resumable
+    return await start_stream(events, encoder=encoder, run_id=run_id, limits=limits, slot=slot, resumable=resumable)
+
+
+async def start_stream(
+    events: AsyncIterator[StreamEvent],
+    *,
+    encoder: Encoder,
+    run_id: str,
+    limits: StreamSettings | None = None,
+    slot: RunSlot | None = None,
+    resumable: bool = True,
+) -> Response:
+    """Run ``events`` as a resumable run (its own task: deadline, errors,
+    run log) and answer with a response reading it in ``encoder``'s format.
+    Every protocol's route ends here, so each gets the same deadline,
+    heartbeat, cancellation and resume. 503 JSON when the store is down.
+    ``slot`` (the run's place under ``MAX_CONCURRENT_RUNS``) is given back
+    when the run ends, however it ends, not when a response ends. A run
+    whose clients cannot resume (``resumable=False``: AG-UI) is cancelled
+    as soon as its last client leaves, not ``RESUME_WINDOW_SECONDS`` later."""
     try:
-        # The run holds its slot and gives it back when it ends, however it
-        # ends (the guard's finally); not when a response ends.
-        events = guard(
-            runner(run_request, client, model), deadline_s=limits.deadline_s, run_id=run_id, on_end=slot.release
-        )
-        return EventStreamResponse(
-            events,
-            encoder=protocol.encoder(run_request) if protocol else choose_encoder(req.headers.get("accept")),
-            heartbeat_s=limits.heartbeat_s,
-            send_timeout_s=limits.send_timeout_s,
-            run_id=run_id,
-            headers={"X-Run-Id": run_id},
-        )
-    except BaseException:
-        slot.release()
-        raise
+        limits = limits or stream_settings()
+        resume = resume_settings()
+        store = run_store(resume)
+    except SettingsError as exc:
+        if slot is not None:
+            slot.release()
+        logger.error("run %s refused: %s", run_id, exc)
+        return error_response(503, exc.code, str(exc))
+
+    async def produce(emit: Emit) -> None:
+        try:
+            await drive(events, emit, deadline_s=limits.deadline_s, run_id=run_id)
+        finally:
+            if slot is not None:
+                slot.release()
+
+    try:
+        window_s = resume.window_s if resumable else 0.0
+        run = await store.start_run(run_id=run_id, window_s=window_s, producer=produce)
+    except BaseException as exc:
+        if slot is not None:
+            slot.release()
+        if not isinstance(exc, StoreUnavailable):
+            raise
+        logger.error("run %s refused: the run store is unavailable (%s)", run_id, one_line(exc))
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()  # never started: nothing to cancel, but do not leave it to the garbage collector
+        return error_response(503, "store_unavailable", "The stream store (STREAM_STORE_URL) cannot be reached.")
+    return EventStreamResponse(
+        run,
+        encoder=encoder,
+        heartbeat_s=limits.heartbeat_s,
+        send_timeout_s=limits.send_timeout_s,
+        coalesce_s=resume.coalesce_s,
+        run_id=run_id,
+        headers={"X-Run-Id": run_id, "X-Run-Token": run.token},
+    )
+
+
+async def resume_run(req: Request, token: str) -> Response:
+    """``GET /api/runs/{token}/stream`` (``Last-Event-ID`` or ``?after=``;
+    neither: from the start)."""
+    try:
+        cursor = req.headers.get("last-event-id") or req.query_params.get("after") or f"{token}:0"
+        return await _resume(req, cursor, token=token, strict=True)
+    except Exception:
+        logger.exception("request to %s failed before streaming", one_line(req.url.path))
+        return error_response(500, "internal_error", "The request failed unexpectedly.")
+
+
+async def _resume(req: Request, cursor: str, *, token: str | None, strict: bool) -> Response:
+    """Serve run ``cursor``'s token from after its sequence number.
+    ``strict`` (the runs route): a malformed id or one of another run is a
+    400; on the stream endpoints it is 204, as for any id we do not know."""
+    parsed = parse_event_id(cursor)
+    if parsed is None or (token is not None and parsed[0] != token):
+        if strict:
+            return error_response(
+                400, "invalid_event_id", "The event id must be one this run sent, like '<run token>:<n>'."
+            )
+        return Response(status_code=204)
+    token, after = parsed
+    try:
+        limits = stream_settings()
+        resume = resume_settings()
+        store: RunStore = run_store(resume)
+    except SettingsError as exc:
+        logger.error("resume refused: %s", exc)
+        return error_response(503, exc.code, str(exc))
+    try:
+        run = await store.open_run(token, after)
+    except StoreUnavailable as exc:
+        logger.error("resume refused: the run store is unavailable (%s)", one_line(exc))
+        return error_response(503, "store_unavailable", "The stream store (STREAM_STORE_URL) cannot be reached.")
+    ended_by = run.terminal_seq if run is not None and run.terminal_seq is not None else None
+    if run is None or after < run.base or after > run.last_seq or (ended_by is not None and after >= ended_by):
+        return Response(status_code=204)  # unknown, expired, or nothing after it: EventSource stops for good
+    logger.info("run %s: resumed after event %d (%s)", run.run_id, after, req.url.path)
+    return EventStreamResponse(
+        run,
+        after=after,
+        encoder=choose_encoder(req.headers.get("accept")),
+        heartbeat_s=limits.heartbeat_s,
+        send_timeout_s=limits.send_timeout_s,
+        coalesce_s=resume.coalesce_s,
+        run_id=run.run_id,
+        headers={"X-Run-Id": run.run_id, "X-Run-Token": run.token},
+    )

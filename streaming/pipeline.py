@@ -1,81 +1,94 @@
 """Holds every run to the event contract, whatever the runner does.
 
-:func:`guard` wraps a runner's events and guarantees exactly one terminal
-event, last: ``done`` when the run finishes, ``error`` when it raises or
-passes its deadline (the run is then cancelled, which closes the model
-call). Failures are logged with the run id; clients see only a safe code
-and message.
+:func:`drive` runs a runner's events into a run log (``emit``) and
+guarantees exactly one terminal event, last: ``done`` when the run
+finishes, ``error`` when it raises or passes its deadline (the runner is
+then cancelled, which closes the model call). Failures are logged with the
+run id; clients see only a safe code and message.
+
+The deadline is one cancel scope around the whole run, not one per event:
+``drive`` is a coroutine, not a generator, so the scope never spans a
+``yield``. :func:`guard` gives the same guarantees as an async iterator,
+for in-process consumers (tests, benchmarks).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import anyio
 
 from streaming.errors import classify
 from streaming.events import Done, Error, StreamEvent
 from streaming.logsafe import one_line
+from streaming.runlog import CLOSE_TIMEOUT_S, Emit, Run
 
 logger = logging.getLogger(__name__)
 
 
-async def guard(
-    events: AsyncIterator[StreamEvent],
-    *,
-    deadline_s: float,
-    run_id: str,
-    on_end: Callable[[], object] | None = None,
-) -> AsyncIterator[StreamEvent]:
-    """Yield ``events`` up to the first terminal one, then stop; turn an
-    exception or the deadline into an ``error`` event. ``on_end`` runs once
-    the run is over and closed (it gives back the run's slot)."""
+async def drive(events: AsyncIterator[StreamEvent], emit: Emit, *, deadline_s: float, run_id: str) -> None:
+    """Emit ``events`` up to the first terminal one; turn an exception or
+    the deadline into an ``error`` event. Exactly one terminal event is
+    emitted unless the caller cancels the run."""
     started = time.monotonic()
-    deadline = started + deadline_s
     iterator = aiter(events)
     try:
-        while True:
-            # The cancel scope covers one step only: never yield inside it.
-            with anyio.move_on_after(max(0.0, deadline - time.monotonic())) as scope:
-                try:
-                    event = await anext(iterator)
-                except StopAsyncIteration:
-                    event = None
-                except Exception as exc:
-                    info = classify(exc)
-                    if info.code == "internal_error":
-                        logger.exception("run %s failed: %s", run_id, info.code)
-                    else:  # an expected failure upstream: no traceback, just what and why
-                        logger.warning(
-                            "run %s failed: %s (%s: %s)", run_id, info.code, type(exc).__name__, one_line(exc)
-                        )
-                    yield Error(info.code, info.message)
-                    return
-            if scope.cancelled_caught:
-                logger.warning("run %s passed its %.0f s deadline", run_id, deadline_s)
-                yield Error("timeout", f"The run did not finish within {deadline_s:g} seconds.")
+        with anyio.move_on_after(deadline_s) as scope:
+            try:
+                async for event in iterator:
+                    if isinstance(event, Done):
+                        elapsed_ms = int((time.monotonic() - started) * 1000)
+                        emit(dataclasses.replace(event, elapsed_ms=elapsed_ms))
+                        logger.info("run %s done in %d ms, usage %s", run_id, elapsed_ms, event.usage)
+                        return
+                    emit(event)
+                    if event.terminal:
+                        return
+            except Exception as exc:
+                info = classify(exc)
+                if info.code == "internal_error":
+                    logger.exception("run %s failed: %s", run_id, info.code)
+                else:  # an expected failure upstream: no traceback, just what and why
+                    logger.warning("run %s failed: %s (%s: %s)", run_id, info.code, type(exc).__name__, one_line(exc))
+                emit(Error(info.code, info.message))
                 return
-            if event is None:
-                logger.error("run %s ended without a terminal event", run_id)
-                yield Error("internal_error", "The run ended unexpectedly.")
-                return
-            if isinstance(event, Done):
-                elapsed_ms = int((time.monotonic() - started) * 1000)
-                yield dataclasses.replace(event, elapsed_ms=elapsed_ms)
-                logger.info("run %s done in %d ms, usage %s", run_id, elapsed_ms, event.usage)
-                return
-            yield event
-            if event.terminal:
-                return
+        if scope.cancelled_caught:
+            logger.warning("run %s passed its %.0f s deadline", run_id, deadline_s)
+            emit(Error("timeout", f"The run did not finish within {deadline_s:g} seconds."))
+        else:
+            logger.error("run %s ended without a terminal event", run_id)
+            emit(Error("internal_error", "The run ended unexpectedly."))
     finally:
-        # Cancels the runner if it is still going (deadline, disconnect):
-        # its own finally closes the framework stream.
-        try:
-            with anyio.move_on_after(2.0, shield=True):
-                await iterator.aclose()  # type: ignore[attr-defined]
-        finally:
-            if on_end is not None:
-                on_end()
+        # Closes the runner if it is still going (deadline, cancel): its own
+        # finally closes the framework stream.
+        with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+            await iterator.aclose()  # type: ignore[attr-defined]
+
+
+async def guard(events: AsyncIterator[StreamEvent], *, deadline_s: float, run_id: str) -> AsyncIterator[StreamEvent]:
+    """:func:`drive` as an async iterator: the run is its own task writing
+    to a run log, read here. Leaving early (or being cancelled) cancels the
+    run and waits, bounded, for it to close."""
+    run = Run(run_id=run_id)
+    run.producer = lambda emit: drive(events, emit, deadline_s=deadline_s, run_id=run_id)
+    run.start()
+    position = 0
+    try:
+        while True:
+            pending = run.events[position - run.base :]
+            position += len(pending)
+            for event in pending:
+                yield event
+            if run.ended and position >= run.last_seq:
+                return
+            if position >= run.last_seq:
+                waiter = asyncio.get_running_loop().create_future()
+                run.subscribe(waiter)
+                await waiter
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run.cancel()

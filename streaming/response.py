@@ -1,36 +1,41 @@
-"""The streaming HTTP response: heartbeats, slow readers, disconnects.
+"""The streaming HTTP response: a reader of a run log.
 
 :class:`EventStreamResponse` is the Functions HTTP-streaming extension's
-``StreamingResponse`` (FastAPI's) with its sending loop replaced:
+``StreamingResponse`` (FastAPI's) with its sending loop replaced. It reads
+a :class:`~streaming.runlog.Run` from a position (0, or the event a client
+resumes after), encodes with its own encoder from the start of what the
+log holds (so stateful encoders write the same bytes on a resume) and
+sends only what lies after that position:
 
-* it listens for ``http.disconnect`` itself, beside the body, and cancels
-  the run the moment the client goes away. Starlette stops listening under
+* everything pending goes out in one write; ``coalesce_s`` (``COALESCE_MS``)
+  can wait a moment after a wake so tokens arriving faster than that share
+  a write;
+* it listens for ``http.disconnect`` itself, beside the body, and stops
+  reading the moment the client goes away. Starlette stops listening under
   servers that report ASGI spec 2.4, and uvicorn drops writes to a closed
   socket silently, so relying on either would leave a paid-for model call
-  running to its end;
-* it sends a keep-alive (``: ping`` for SSE) whenever nothing else was
-  sent for ``heartbeat_s``, so proxies and load balancers keep the line;
-* it gives each write ``send_timeout_s``: a reader that stops reading
-  cannot hold a run forever. Heartbeats and this timeout are checked by a
-  watcher task on a coarse tick (a quarter of the shorter interval), not
-  with a timer around every event;
-* it coalesces events that are ready together into one write.
+  running to its end. A reader leaving is the run's business
+  (:meth:`Run.detach`): cancelled at once, or after the resume window;
+* a watcher on a coarse tick (a quarter of the shorter interval, not a
+  timer per event) sends a keep-alive (``: ping`` for SSE) when nothing
+  else was sent for ``heartbeat_s``, and ends a write that takes longer
+  than ``send_timeout_s``: a reader that stops reading cannot hold a run.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from azurefunctions.extensions.http.fastapi import StreamingResponse
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from streaming.encoders import Encoder, SSEEncoder
 from streaming.events import StreamEvent
+from streaming.runlog import CLOSE_TIMEOUT_S, Emit, Run
 
 logger = logging.getLogger(__name__)
 
@@ -39,123 +44,153 @@ STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
     "X-Content-Type-Options": "nosniff",
 }
-BUFFERED_EVENTS = 64
-CLOSE_TIMEOUT_S = 2.0
+
+
+def run_of(events: AsyncIterator[StreamEvent], run_id: str) -> Run:
+    """A run that just relays ``events`` (no deadline, no error mapping),
+    cancelled as soon as its reader leaves."""
+
+    async def relay(emit: Emit) -> None:
+        try:
+            async for event in events:
+                emit(event)
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+                    await aclose()
+
+    run = Run(run_id=run_id)
+    run.producer = relay
+    return run
 
 
 class EventStreamResponse(StreamingResponse):
-    """Streams ``events`` in ``encoder``'s format with the guarantees above."""
+    """Streams a run (or, for convenience, any async iterator of events)
+    in ``encoder``'s format, from event ``after + 1`` on."""
 
     def __init__(
         self,
-        events: AsyncIterator[StreamEvent],
+        source: Run | AsyncIterator[StreamEvent],
         *,
+        after: int = 0,
         encoder: Encoder | None = None,
         heartbeat_s: float = 15.0,
         send_timeout_s: float = 30.0,
+        coalesce_s: float = 0.0,
         run_id: str = "",
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.encoder = encoder or SSEEncoder()
-        super().__init__(
-            content=events,
-            media_type=self.encoder.media_type,
-            headers={**STREAM_HEADERS, **(headers or {})},
-        )
-        self.events = events
+        super().__init__(content=(), media_type=self.encoder.media_type, headers={**STREAM_HEADERS, **(headers or {})})
+        self.run = source if isinstance(source, Run) else run_of(source, run_id)
+        self.after = after
         self.heartbeat_s = heartbeat_s
         self.send_timeout_s = send_timeout_s
-        self.run_id = run_id
+        self.coalesce_s = coalesce_s
+        self.run_id = run_id or self.run.run_id
+        self.position = after  # the last event sent (or skipped); the run reads it when trimming
         self.disconnected = False
+        self.complete = False  # the last event is written: a disconnect now is no news
         self._sending_since: float | None = None  # when the write in progress began
         self._last_write = 0.0
+        self._waiting: asyncio.Future[None] | None = None  # set while idle, for the watcher to wake
+        self._heartbeat_due = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        chunks_in, chunks_out = anyio.create_memory_object_stream[bytes | None](BUFFERED_EVENTS)
+        run = self.run
+        run.attach(self)
+        run.start()
         self._last_write = time.monotonic()
-        with chunks_out:
+        try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._listen_for_disconnect, receive, tg.cancel_scope)
-                tg.start_soon(self._watch, chunks_in.clone(), tg.cancel_scope)
-                tg.start_soon(self._produce, chunks_in)
+                tg.start_soon(self._watch, tg.cancel_scope)
                 try:
-                    await self._send(send, chunks_out)
+                    await self._stream(send)
                 except TimeoutError:
                     logger.warning("run %s: the client did not take the response; ending it", self.run_id)
                 except OSError:  # servers on ASGI spec 2.4 may raise on a write to a closed socket
-                    logger.info("run %s: the connection closed while sending; cancelling the run", self.run_id)
+                    logger.info("run %s: the connection closed while sending", self.run_id)
                 tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await run.detach(self)
 
     async def _listen_for_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 self.disconnected = True
-                logger.info("run %s: the client disconnected; cancelling the run", self.run_id)
+                if not self.complete:  # uvicorn also says so once a response is complete
+                    logger.info("run %s: the client disconnected", self.run_id)
                 scope.cancel()
                 return
 
-    async def _watch(self, chunks: MemoryObjectSendStream[bytes | None], scope: anyio.CancelScope) -> None:
+    async def _watch(self, scope: anyio.CancelScope) -> None:
         """Keep-alives and the slow-reader cut, checked on a coarse tick
-        rather than with timers around every event (which cost more than
-        the rest of the send loop together)."""
+        rather than with timers around every event."""
         period = max(0.01, min(self.heartbeat_s, self.send_timeout_s) / 4)
-        with chunks:
-            while True:
-                await anyio.sleep(period)
-                now = time.monotonic()
-                if self._sending_since is not None:
-                    if now - self._sending_since >= self.send_timeout_s:
-                        logger.warning("run %s: the client stopped reading; ending the stream", self.run_id)
-                        scope.cancel()
-                        return
-                elif self.encoder.heartbeat is not None and now - self._last_write >= self.heartbeat_s:
-                    with contextlib.suppress(anyio.WouldBlock):
-                        chunks.send_nowait(self.encoder.heartbeat)
+        heartbeat = self.encoder.heartbeat
+        while True:
+            await anyio.sleep(period)
+            now = time.monotonic()
+            if self._sending_since is not None:
+                if now - self._sending_since >= self.send_timeout_s:
+                    logger.warning("run %s: the client stopped reading; ending the stream", self.run_id)
+                    scope.cancel()
+                    return
+            elif heartbeat is not None and now - self._last_write >= self.heartbeat_s:
+                waiting = self._waiting
+                if waiting is not None and not waiting.done():
+                    self._heartbeat_due = True
+                    waiting.set_result(None)
 
-    async def _produce(self, chunks: MemoryObjectSendStream[bytes | None]) -> None:
-        try:
-            async with chunks:
-                event_id = 0
-                async for event in self.events:
-                    event_id += 1
-                    data = self.encoder.encode(event_id, event)
-                    if data:
-                        await chunks.send(data)
-                await chunks.send(None)  # the end (the watcher holds the stream open)
-        finally:
-            # Cancelled while waiting to hand over a chunk, the event
-            # generator sits at a yield: close it now (its finally closes the
-            # model call) rather than whenever it is garbage collected.
-            aclose = getattr(self.events, "aclose", None)
-            if aclose is not None:
-                with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-                    await aclose()
-
-    async def _send(self, send: Send, chunks: MemoryObjectReceiveStream[bytes | None]) -> None:
-        # ``chunks`` is closed by the caller, after the producer is cancelled.
+    async def _stream(self, send: Send) -> None:
+        run, encoder, token, after = self.run, self.encoder, self.run.token, self.after
+        loop = asyncio.get_running_loop()
         with anyio.fail_after(self.send_timeout_s):
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        finished = False
-        while not finished:
-            first = await chunks.receive()
-            if first is None:
+        seq = run.base  # encode from the oldest event kept: stateful encoders need what came before `after`
+        while True:
+            if seq < run.base:  # a run over its byte cap dropped events this reader had skipped anyway
+                seq = run.base
+            start = seq - run.base
+            if seq < run.readable_seq:
+                if self.coalesce_s > 0 and not run.ended:
+                    await asyncio.sleep(self.coalesce_s)  # let tokens arriving right behind share this write
+                    start = seq - run.base
+                pending = run.events[start : run.readable_seq - run.base]
+                chunks = []
+                for event in pending:
+                    seq += 1
+                    data = encoder.encode(f"{token}:{seq}", event)
+                    if data and seq > after:
+                        chunks.append(data)
+                self.position = seq
+                if run.ended and seq >= run.last_seq:
+                    self.complete = True
+                if chunks:
+                    await self._write(send, b"".join(chunks) if len(chunks) > 1 else chunks[0])
+                continue
+            if run.ended and seq >= run.last_seq:
+                self.complete = True
                 break
-            batch = [first]
-            while True:  # take whatever else is ready: one write, not many
-                try:
-                    more = chunks.receive_nowait()
-                except anyio.WouldBlock:
-                    break
-                if more is None:
-                    finished = True
-                    break
-                batch.append(more)
-            await self._write(send, {"type": "http.response.body", "body": b"".join(batch), "more_body": True})
-        await self._write(send, {"type": "http.response.body", "body": b"", "more_body": False})
+            if self._heartbeat_due:
+                self._heartbeat_due = False
+                await self._write(send, encoder.heartbeat or b"")
+                continue
+            waiter = loop.create_future()
+            run.subscribe(waiter)
+            self._waiting = waiter
+            try:
+                await waiter
+            finally:
+                self._waiting = None
+        await self._write(send, b"", more_body=False)
 
-    async def _write(self, send: Send, message: Message) -> None:
+    async def _write(self, send: Send, body: bytes, *, more_body: bool = True) -> None:
         self._sending_since = time.monotonic()  # the watcher ends a write that takes too long
-        await send(message)
+        await send({"type": "http.response.body", "body": body, "more_body": more_body})
         self._last_write = time.monotonic()
         self._sending_since = None

@@ -3,14 +3,17 @@ and small SSE helpers. Everything listens on 127.0.0.1 only."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,3 +262,56 @@ def text_of(events: Iterable[SSEEvent], agent: str | None = None) -> str:
     return "".join(
         e.data["text"] for e in events if e.event == "message" and (agent is None or e.data["agent"] == agent)
     )
+
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections (bound, never listening),
+    held for the block so no other process can start listening on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+class RedisServer:
+    """``redis-server`` on a free loopback port: no persistence, no config
+    file. Redis cannot bind port 0 and report it, so a port is picked and,
+    should another process take it first, picked again."""
+
+    ATTEMPTS = 5
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.url = ""
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        for _ in range(self.ATTEMPTS):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                self.port = sock.getsockname()[1]
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+            self.process = subprocess.Popen(
+                [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.process.poll() is None:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                        sock.sendall(b"PING\r\n")
+                        if sock.recv(16).startswith(b"+PONG"):
+                            return self
+                except OSError:
+                    time.sleep(0.05)
+            self.stop()  # it exited (the port was taken) or never answered: another port
+        raise RuntimeError(f"redis-server ({REDIS_SERVER}) did not start on loopback in {self.ATTEMPTS} attempts")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)

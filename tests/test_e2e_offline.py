@@ -14,9 +14,12 @@ NAMED = {"agent_started", "agent_completed", "tool_call", "tool_result", "done",
 
 
 def assert_contract(events) -> None:
-    """Every event has an increasing id; exactly one terminal event, last."""
+    """Every event has an id ``<run token>:<n>``, one token, n = 1, 2, 3...;
+    exactly one terminal event, last."""
     assert events, "no events"
-    ids = [int(e.id) for e in events]
+    tokens = {e.id.rpartition(":")[0] for e in events}
+    assert len(tokens) == 1 and len(tokens.pop()) == 22  # 128 random bits, URL-safe base64
+    ids = [int(e.id.rpartition(":")[2]) for e in events]
     assert ids == list(range(1, len(events) + 1))
     assert {e.event for e in events} <= NAMED | {"message"}
     terminal = [e for e in events if e.event in ("done", "error")]
@@ -120,7 +123,8 @@ def test_accept_ndjson_streams_one_event_per_line(offline_client: httpx.Client) 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/x-ndjson")
     lines = [json.loads(line) for line in response.text.splitlines()]
-    assert [line["id"] for line in lines] == list(range(1, len(lines) + 1))
+    token = response.headers["x-run-token"]
+    assert [line["id"] for line in lines] == [f"{token}:{n}" for n in range(1, len(lines) + 1)]
     assert lines[-1]["event"] == "done"
     assert any(line["event"] == "tool_call" and line["arguments"] == {"location": "Lima"} for line in lines)
     assert "Lima:" in "".join(line["text"] for line in lines if line["event"] == "text")

@@ -156,6 +156,7 @@ def openai_values(fake: FakeOpenAI, **overrides: str) -> dict[str, str]:
         "RUN_DEADLINE_SECONDS": "30",
         "HEARTBEAT_SECONDS": "0.2",
         "SEND_TIMEOUT_SECONDS": "10",
+        "RESUME_WINDOW_SECONDS": "0",  # a client leaving cancels its run at once (tests/test_resume.py: the window)
         **overrides,
     }
 
@@ -238,9 +239,10 @@ def iter_events(response: httpx.Response) -> Iterator[SSEEvent]:
 
 
 def assert_contract(events: list[SSEEvent]) -> None:
-    """Increasing ids from 1; exactly one terminal event, last."""
+    """Ids ``<run token>:1``, ``:2``, ...; exactly one terminal event, last."""
     assert events, "no events"
-    assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+    assert len({e.id.rpartition(":")[0] for e in events}) == 1
+    assert [int(e.id.rpartition(":")[2]) for e in events] == list(range(1, len(events) + 1))
     assert {e.event for e in events} <= NAMED | {"message"}
     terminal = [e for e in events if e.event in ("done", "error")]
     assert len(terminal) == 1 and terminal[0] is events[-1], [e.event for e in events]

@@ -19,6 +19,7 @@ EXPECTED = {
     "agui_workflow": ("workflow/ag-ui", ["POST"], "FUNCTION"),
     "health": ("health", ["GET"], "ANONYMOUS"),
     "chat_page": ("chat", ["GET"], "ANONYMOUS"),
+    "resume_stream": ("runs/{token}/stream", ["GET"], "FUNCTION"),
 }
 
 
@@ -62,7 +63,7 @@ def test_stream_auth_level_setting(monkeypatch, value, expected) -> None:
             fn.get_function_name(): json.loads(fn.get_function_json())["bindings"][0]["authLevel"]
             for fn in reloaded.app.get_functions()
         }
-        assert auth["stream_agent"] == auth["stream_workflow"] == expected
+        assert auth["stream_agent"] == auth["stream_workflow"] == auth["resume_stream"] == expected
         assert auth["agui_agent"] == auth["agui_workflow"] == expected
         assert auth["health"] == "ANONYMOUS"
     finally:

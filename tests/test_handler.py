@@ -296,7 +296,8 @@ async def test_stream_headers_and_the_run_id_is_the_invocation_id(app: Any) -> N
     assert reply.headers["cache-control"] == "no-cache" and reply.headers["x-accel-buffering"] == "no"
     assert len(reply.headers["x-run-id"]) == 36  # the host's invocation id (a UUID), as the log shows it
     events = parse_sse(reply.body.decode().split("\n"))
-    assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+    token = reply.headers["x-run-token"]
+    assert [e.id for e in events] == [f"{token}:{n}" for n in range(1, len(events) + 1)]
     assert events[-1].event == "done"
 
 

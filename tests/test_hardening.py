@@ -7,7 +7,6 @@ The same weaknesses over real HTTP are in ``test_hardening_e2e.py``.
 
 from __future__ import annotations
 
-import gc
 import json
 import re
 import time
@@ -25,7 +24,7 @@ from settings import SettingsError
 from streaming.encoders import NDJSONEncoder, SSEEncoder, TextEncoder
 from streaming.errors import classify
 from streaming.events import Done, Error, StreamEvent, TextDelta, ToolCall
-from streaming.http import stream_run
+from streaming.http import start_stream, stream_run
 from streaming.logsafe import one_line
 from streaming.mapping import OutputTooLong, UpdateMapper
 from streaming.pipeline import guard
@@ -190,6 +189,37 @@ async def _events(*events: StreamEvent, fail: BaseException | None = None, wait:
         raise fail
 
 
+async def _serve(response: Any, *, leave_after_first_write: bool = False) -> list[bytes]:
+    """Send ``response`` as an ASGI server would; the client may leave once
+    it has the first body chunk."""
+    bodies: list[bytes] = []
+    gone = anyio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            bodies.append(message.get("body", b""))
+            if leave_after_first_write:
+                gone.set()
+
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "method": "GET", "headers": []}
+    with anyio.fail_after(10):
+        await response(scope, receive, send)
+    return bodies
+
+
+async def _released(slots: RunSlots) -> bool:
+    """The run's task gives its slot back as it ends: wait for that, bounded."""
+    for _ in range(500):  # polling: the slot count has no event to wait on
+        if not slots.active:
+            return True
+        await anyio.sleep(0.01)
+    return False
+
+
 @pytest.mark.parametrize(
     "run",
     [
@@ -198,35 +228,30 @@ async def _events(*events: StreamEvent, fail: BaseException | None = None, wait:
         lambda: _events(TextDelta("hi", "a")),  # ended without a terminal event
     ],
 )
-async def test_guard_gives_the_slot_back_when_the_run_ends(run: Any) -> None:
+async def test_a_run_gives_its_slot_back_when_it_ends(run: Any) -> None:
     slots = RunSlots()
     slot = slots.try_acquire(1)
     assert slot is not None
-    events = [e async for e in guard(run(), deadline_s=5, run_id="r", on_end=slot.release)]
-    assert events[-1].terminal
-    assert slots.active == 0
+    response = await start_stream(run(), encoder=SSEEncoder(), run_id="r", slot=slot)
+    wire = b"".join(await _serve(response))
+    assert b"event: done" in wire or b"event: error" in wire
+    assert await _released(slots)
 
 
-async def test_guard_gives_the_slot_back_at_the_deadline_and_when_closed_early() -> None:
+async def test_a_run_gives_its_slot_back_at_the_deadline_and_when_its_client_leaves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RESUME_WINDOW_SECONDS", "0")  # nobody may resume it: cancelled when the client leaves
     slots = RunSlots()
-    slot = slots.try_acquire(2)
-    events = [e async for e in guard(_events(wait=True), deadline_s=0.05, run_id="r", on_end=slot.release)]
-    assert isinstance(events[-1], Error) and events[-1].code == "timeout"
-    assert slots.active == 0
-    slot = slots.try_acquire(2)
-    run = guard(_events(TextDelta("a", "x"), wait=True), deadline_s=5, run_id="r", on_end=slot.release)
-    assert isinstance(await anext(run), TextDelta)
-    await run.aclose()  # the client left
-    assert slots.active == 0
-
-
-def test_a_run_dropped_before_it_started_gives_its_slot_back() -> None:
-    slots = RunSlots()
-    slot = slots.try_acquire(1)
-    run = guard(_events(Done("p", "m")), deadline_s=5, run_id="r", on_end=slot.release)
-    del slot, run  # never iterated: its finally never runs
-    gc.collect()
-    assert slots.active == 0
+    monkeypatch.setenv("RUN_DEADLINE_SECONDS", "0.1")
+    response = await start_stream(_events(wait=True), encoder=SSEEncoder(), run_id="r", slot=slots.try_acquire(2))
+    assert b"timeout" in b"".join(await _serve(response))
+    assert await _released(slots)
+    monkeypatch.setenv("RUN_DEADLINE_SECONDS", "60")
+    run = _events(TextDelta("a", "x"), wait=True)
+    response = await start_stream(run, encoder=SSEEncoder(), run_id="r", slot=slots.try_acquire(2))
+    await _serve(response, leave_after_first_write=True)
+    assert await _released(slots)
 
 
 # --------------------------------------------------------------------------- output caps

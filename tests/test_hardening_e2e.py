@@ -139,7 +139,8 @@ def open_stream(client: httpx.Client, method: str, path: str, **kwargs: Any) -> 
 
 def test_past_the_concurrency_cap_a_run_is_refused_before_any_model_call(fake: FakeOpenAI) -> None:
     with (
-        configured(values(fake, MAX_CONCURRENT_RUNS="2")) as server,
+        # No resume window: a run is cancelled, and gives its slot back, as its client leaves.
+        configured(values(fake, MAX_CONCURRENT_RUNS="2", RESUME_WINDOW_SECONDS="0")) as server,
         httpx.Client(base_url=server.url, timeout=20) as c,
     ):
         fake.set_responder(lambda request: Slow(30))

@@ -4,6 +4,7 @@ readers, coalescing. Independent of what the server reports as its spec."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 from streaming.encoders import SSEEncoder, TextEncoder
 from streaming.events import Done, TextDelta
@@ -66,9 +67,10 @@ async def test_heartbeat_while_nothing_else_is_sent() -> None:
     await EventStreamResponse(slow_run(), heartbeat_s=0.1)(SCOPE, never_disconnects(), send)
     wire = b"".join(bodies)
     assert 2 <= wire.count(b": ping\n\n") <= 4
-    assert wire.endswith(
-        b'id: 1\nevent: done\ndata: {"provider":"offline","model":"m","usage":null,"elapsed_ms":0,'
-        b'"finish_reason":"stop"}\n\n'
+    assert re.fullmatch(
+        rb"(: ping\n\n)+id: [\w-]{22}:1\nevent: done\n"
+        rb'data: {"provider":"offline","model":"m","usage":null,"elapsed_ms":0,"finish_reason":"stop"}\n\n',
+        wire,
     )
     assert bodies[-1] == b""
 
@@ -144,3 +146,71 @@ async def test_a_send_that_fails_ends_the_run_quietly() -> None:
 
     await asyncio.wait_for(EventStreamResponse(run())(SCOPE, never_disconnects(), broken_send), 3)
     assert cancelled.is_set()
+
+
+async def test_the_disconnect_uvicorn_reports_after_a_complete_response_is_not_logged(caplog) -> None:
+    """uvicorn answers ``receive()`` with ``http.disconnect`` as soon as a
+    response is complete: that is not a client cutting a run short."""
+
+    async def run():
+        yield TextDelta("hi", "a")
+        yield Done("offline", "m")
+
+    complete = asyncio.Event()
+
+    async def receive():
+        await complete.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            complete.set()
+            await asyncio.sleep(0.01)  # the server's own work: the listener sees the disconnect meanwhile
+
+    caplog.set_level("INFO", logger="streaming.response")
+    await EventStreamResponse(run(), run_id="r1")(SCOPE, receive, send)
+    assert "disconnected" not in caplog.text
+
+
+async def test_a_client_leaving_mid_run_is_logged(caplog) -> None:
+    async def run():
+        yield TextDelta("hi", "a")
+        await asyncio.sleep(30)
+        yield Done("offline", "m")
+
+    sent = asyncio.Event()
+
+    async def receive():
+        await sent.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            sent.set()
+
+    caplog.set_level("INFO", logger="streaming.response")
+    await asyncio.wait_for(EventStreamResponse(run(), run_id="r2")(SCOPE, receive, send), 3)
+    assert "run r2: the client disconnected" in caplog.text
+
+
+async def test_coalesce_window_lets_tokens_arriving_right_behind_share_a_write() -> None:
+    async def trickle():
+        for i in range(10):
+            yield TextDelta(str(i), "a")
+            await asyncio.sleep(0)  # each token on its own turn of the loop, as from a socket
+        yield Done("offline", "m")
+
+    async def writes_with(coalesce_s: float) -> list[bytes]:
+        writes = []
+
+        async def send(message):
+            if message["type"] == "http.response.body" and message["body"]:
+                writes.append(message["body"])
+
+        await EventStreamResponse(trickle(), coalesce_s=coalesce_s)(SCOPE, never_disconnects(), send)
+        return writes
+
+    at_once, coalesced = await writes_with(0), await writes_with(0.05)
+    assert b"".join(at_once).count(b"\n\n") == b"".join(coalesced).count(b"\n\n") == 11
+    assert len(at_once) >= 8, "without a window each token is written as it comes"
+    assert len(coalesced) <= 2

@@ -9,7 +9,16 @@ import pytest
 
 import llm
 from llm.offline import OfflineChatClient
-from settings import NUMBERS, Number, SettingsError, _number, model_settings, run_limits, stream_settings
+from settings import (
+    NUMBERS,
+    Number,
+    SettingsError,
+    _number,
+    model_settings,
+    resume_settings,
+    run_limits,
+    stream_settings,
+)
 from tests.support import SettingRow, readme_settings
 
 
@@ -131,7 +140,7 @@ def _stated_number(row: SettingRow) -> tuple[float, float, float] | None:
 def _effective(env: dict[str, str]) -> dict[str, object]:
     """Everything the settings functions make of ``env``."""
     values: dict[str, object] = {}
-    for read in (model_settings, stream_settings, run_limits):
+    for read in (model_settings, stream_settings, run_limits, resume_settings):
         result = read(env)
         values |= {f"{read.__name__}.{f}": getattr(result, f) for f in result.__dataclass_fields__}
     return values
