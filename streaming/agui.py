@@ -470,10 +470,12 @@ class AGUIEncoder(Encoder):
 @dataclass(frozen=True, slots=True)
 class AGUIProtocol:
     """What ``stream_run`` needs from a protocol: parse the body it read,
-    and an encoder for the stream. ``client_tools=False`` for the workflow."""
+    and an encoder for the stream. ``client_tools=False`` for the workflow.
+    Not ``resumable``: AG-UI events carry no ids a client could resume
+    from, so a run whose client leaves is cancelled at once (its model call
+    closed) instead of waiting out ``RESUME_WINDOW_SECONDS``."""
 
     client_tools: bool = True
-    #: AG-UI has no resume: a run is cancelled as its client leaves.
     resumable: bool = False
 
     def parse(self, body: bytes, content_type: str | None, limits: StreamSettings) -> AGUIRunRequest:

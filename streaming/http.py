@@ -2,7 +2,9 @@
 
 request -> validated :class:`RunRequest` -> a run (its own task: runner ->
 :func:`drive` -> run log) -> :class:`EventStreamResponse` reading the log,
-encoder chosen from ``Accept``. Bad input answers 4xx JSON; a missing model
+encoder chosen from ``Accept``. A protocol (AG-UI, ``streaming/agui.py``)
+replaces only the two ends: it parses the request and supplies the encoder;
+the run between is the same. Bad input answers 4xx JSON; a missing model
 configuration answers 503 JSON before any byte of a stream is sent. Only
 GET and POST start a run; past ``MAX_CONCURRENT_RUNS`` a request gets 429
 before any model call.
@@ -11,9 +13,6 @@ before any model call.
 on a GET to the stream endpoint, or ``GET /api/runs/{token}/stream`` with
 that header or ``?after=``): every event after it, then the live tail.
 An id at or past the run's terminal event, unknown or expired, gets 204.
-
-A protocol (AG-UI, ``streaming/agui.py``) replaces only the two ends: it
-parses the body and supplies the encoder; the run between is the same.
 """
 
 from __future__ import annotations
@@ -65,13 +64,13 @@ class WireProtocol(Protocol):
     encoder for the stream, nothing more. Reading the body (its limits and
     timeout), the run and the response stay the shared handler's."""
 
-    #: Whether its clients can resume a run (come back with an event id).
-    #: A protocol that cannot has its run cancelled as its client leaves.
-    resumable: bool
-
     def parse(self, body: bytes, content_type: str | None, limits: StreamSettings) -> Any: ...
 
     def encoder(self, run_request: Any) -> Encoder: ...
+
+    #: Whether a client can resume the stream (its events carry ids it can
+    #: send back); if not, a run whose client leaves is cancelled at once.
+    resumable: bool
 
 
 def error_response(status: int, code: str, message: str) -> Response:
@@ -147,8 +146,8 @@ async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireP
     )
 
     events = runner(run_request, client, model)
-    encoder = protocol.encoder(run_request) if protocol is not None else choose_encoder(req.headers.get("accept"))
-    resumable = protocol is None or protocol.resumable
+    encoder = protocol.encoder(run_request) if protocol else choose_encoder(req.headers.get("accept"))
+    resumable = protocol.resumable if protocol else True
     return await start_stream(events, encoder=encoder, run_id=run_id, limits=limits, slot=slot, resumable=resumable)
 
 
@@ -167,8 +166,7 @@ async def start_stream(
     heartbeat, cancellation and resume. 503 JSON when the store is down.
     ``slot`` (the run's place under ``MAX_CONCURRENT_RUNS``) is given back
     when the run ends, however it ends, not when a response ends. A run
-    whose clients cannot resume (``resumable=False``: AG-UI) is cancelled
-    as soon as its last client leaves, not ``RESUME_WINDOW_SECONDS`` later."""
+    that is not ``resumable`` is cancelled as soon as its last reader leaves."""
     try:
         limits = limits or stream_settings()
         resume = resume_settings()
