@@ -8,12 +8,15 @@ PY := $(VENV)/bin/python
 PORT ?= 7071
 PYTEST_ARGS ?=
 
-.PHONY: run test lint lock load soak bench memcheck mutate system-deps node-deps agui-chat-client clean help
+.PHONY: run test lint lock soak bench bench-quick mutate system-deps node-deps agui-chat-client worker313 clean help
 
 help:
 	@echo "make run [PORT=7071]   serve the app locally (offline model unless configured)"
 	@echo "make test              install what the tests need and run the whole suite"
-	@echo "make lint | lock | load | soak | bench | memcheck | mutate | agui-chat-client | clean"
+	@echo "make bench-quick       the benchmark table, fewer rounds (bench/results/latest.json)"
+	@echo "make bench             the full benchmark, with plots (several minutes)"
+	@echo "make soak              10 minutes of steady streams: errors, memory slope, fds"
+	@echo "make lint | lock | mutate | agui-chat-client | clean"
 
 # PYTHON may name a pyenv version that is installed but not active (the
 # shim then refuses to run it): use that version's interpreter directly.
@@ -63,7 +66,25 @@ node_modules/.installed: package.json package-lock.json
 
 node-deps: node_modules/.installed
 
-test: $(VENV)/.dev system-deps node-deps
+# The app under the real Python 3.13 Functions worker library
+# (tests/test_worker313.py) needs its own 3.13 environment. python3.13 from
+# PATH, else pyenv's; if there is none the test fails and says how to get it.
+WORKER_VENV := .venv-worker313
+PYTHON313 ?= $(shell for p in python3.13 $$(ls -d $$HOME/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | sort -V | tail -1); do \
+  "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+$(WORKER_VENV)/.installed: requirements.txt tests/worker313/requirements.txt
+	@if [ -z "$(PYTHON313)" ]; then \
+	  echo "warning: no Python 3.13 found (pyenv install 3.13, or apt-get install python3.13): tests/test_worker313.py will fail"; \
+	else \
+	  $(PYTHON313) -m venv $(WORKER_VENV) && \
+	  $(WORKER_VENV)/bin/python -m pip install --quiet --upgrade pip && \
+	  $(WORKER_VENV)/bin/python -m pip install --quiet -r requirements.txt -r tests/worker313/requirements.txt && \
+	  touch $@; \
+	fi
+
+worker313: $(WORKER_VENV)/.installed
+
+test: $(VENV)/.dev system-deps node-deps worker313
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -88,17 +109,16 @@ lock: $(VENV)/.dev
 	$(PY) -m uv pip compile --universal --python-version 3.11 -q requirements.in -o requirements.txt
 	$(PY) -m uv pip compile --universal --python-version 3.11 -q requirements-dev.in -o requirements-dev.txt
 
-load: $(VENV)/.dev
-	$(PY) -m bench.load
-
 soak: $(VENV)/.dev
 	$(PY) -m bench.soak
 
+# Throughput against in-process and naive-handler baselines, concurrency and
+# start-up, in one run: a table, bench/results/latest.json and (bench) plots.
 bench: $(VENV)/.dev
-	$(PY) -m bench.overhead
+	$(PY) -m bench.run --plots
 
-memcheck: $(VENV)/.dev
-	$(PY) -m bench.memcheck
+bench-quick: $(VENV)/.dev
+	$(PY) -m bench.run --quick
 
 # Mutation testing (mutmut; configuration in pyproject.toml): slow (an hour
 # or more on 2 cores), so CI does not run it. MUTATE picks mutants by name,
@@ -111,4 +131,4 @@ mutate: $(VENV)/.dev
 	$(PY) -m tests.mutation_score
 
 clean:
-	rm -rf $(VENV) $(AGUI_CLIENT_VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output mutants
+	rm -rf $(VENV) $(AGUI_CLIENT_VENV) $(WORKER_VENV) node_modules .pytest_cache .ruff_cache .hypothesis test-output mutants

@@ -304,3 +304,62 @@ def resume_settings(env: Mapping[str, str] | None = None) -> ResumeSettings:
         store_url=url,
         lease_s=_number(env, "STREAM_LEASE_SECONDS"),
     )
+
+
+# --- Telemetry (telemetry.py) ---
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+# Standard OpenTelemetry variables that ask for an exporter.
+OTEL_EXPORTER_VARIABLES = (
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_METRICS_EXPORTER",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+)
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise SettingsError(f"Setting {name} must be true or false.")
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    """Where telemetry goes, if anywhere.
+
+    ``connection_string`` (``APPLICATIONINSIGHTS_CONNECTION_STRING``) sends
+    traces and metrics to Application Insights; otherwise ``otel_exporters``
+    names the standard ``OTEL_*`` variables that ask for an exporter.
+    ``sensitive_data`` (``ENABLE_SENSITIVE_DATA``) lets prompts, completions
+    and tool arguments into spans: off unless asked for.
+    """
+
+    connection_string: str | None = None
+    otel_exporters: tuple[str, ...] = ()
+    sensitive_data: bool = False
+    disabled: bool = False
+
+    @property
+    def wanted(self) -> bool:
+        return not self.disabled and bool(self.connection_string or self.otel_exporters)
+
+
+def telemetry_settings(env: Mapping[str, str] | None = None) -> TelemetrySettings:
+    env = os.environ if env is None else env
+    exporters = tuple(
+        name for name in OTEL_EXPORTER_VARIABLES if (_get(env, name) or "none").lower() not in ("none", "")
+    )
+    return TelemetrySettings(
+        connection_string=_get(env, "APPLICATIONINSIGHTS_CONNECTION_STRING"),
+        otel_exporters=exporters,
+        sensitive_data=_flag(env, "ENABLE_SENSITIVE_DATA", False),
+        disabled=_flag(env, "OTEL_SDK_DISABLED", False),
+    )

@@ -1,3 +1,3 @@
-"""Benchmarks: ``bench.load`` (burst of concurrent streams), ``bench.soak``
-(steady load over minutes, memory trend) and ``bench.overhead`` (the app's
-own cost per event, in-process). See ``bench/README.md``."""
+"""Benchmarks: ``bench.run`` (throughput against in-process and naive-handler
+baselines, concurrency, start-up; ``make bench``), ``bench.soak`` (steady
+load over minutes, memory trend). See ``bench/README.md``."""

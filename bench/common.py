@@ -1,4 +1,4 @@
-"""What ``bench.load`` and ``bench.soak`` share: the fake model in its own
+"""What ``bench.soak`` and ``bench.run`` share: the fake model in its own
 process, the app on the local host pointed at it, one SSE stream read and
 checked against the event contract, and process measurements (psutil).
 
@@ -361,80 +361,6 @@ def resources(pid: int, *, app_port: int, fake_port: int) -> dict[str, Any]:
     }
 
 
-class Sampler:
-    """Samples processes (RSS, CPU %, fds) from a thread every ``interval`` s."""
-
-    def __init__(self, pids: dict[str, int], interval: float = 0.25) -> None:
-        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
-        self.interval = interval
-        self.samples: dict[str, list[tuple[float, float, float, int]]] = {name: [] for name in pids}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="sampler")
-        self._cpu0: dict[str, float] = {}
-        self._t0 = 0.0
-        self.wall = 0.0
-        self.cpu_seconds: dict[str, float] = {}
-
-    @staticmethod
-    def _cpu(proc: psutil.Process) -> float:
-        times = proc.cpu_times()
-        return times.user + times.system
-
-    @staticmethod
-    def _busy() -> float:
-        """CPU seconds the whole machine spent busy (all cores)."""
-        t = psutil.cpu_times()
-        return t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
-
-    def __enter__(self) -> Sampler:
-        self._t0 = time.perf_counter()
-        self._busy0 = self._busy()
-        for name, proc in self.procs.items():
-            self._cpu0[name] = self._cpu(proc)
-            proc.cpu_percent(None)  # primes the per-interval measure
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            now = time.perf_counter() - self._t0
-            for name, proc in self.procs.items():
-                with contextlib.suppress(psutil.Error), proc.oneshot():
-                    self.samples[name].append(
-                        (now, proc.memory_info().rss / 2**20, proc.cpu_percent(None), proc.num_fds())
-                    )
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.wall = time.perf_counter() - self._t0
-        self.machine_busy_s = self._busy() - self._busy0
-        for name, proc in self.procs.items():
-            with contextlib.suppress(psutil.Error):
-                self.cpu_seconds[name] = self._cpu(proc) - self._cpu0[name]
-
-    def others(self) -> dict[str, Any]:
-        """CPU used by processes other than the sampled ones (other work on the machine)."""
-        ours = sum(self.cpu_seconds.values())
-        other = max(0.0, self.machine_busy_s - ours)
-        return {
-            "machine_busy_pct": round(100 * self.machine_busy_s / self.wall, 1) if self.wall else None,
-            "others_cpu_pct": round(100 * other / self.wall, 1) if self.wall else None,
-            "cores": os.cpu_count(),
-        }
-
-    def summary(self, name: str) -> dict[str, Any]:
-        rows = self.samples[name]
-        cpu_s = self.cpu_seconds.get(name, 0.0)
-        return {
-            "peak_rss_mib": round(max((r[1] for r in rows), default=0.0), 1),
-            "peak_cpu_pct": round(max((r[2] for r in rows), default=0.0), 1),
-            "avg_cpu_pct": round(100 * cpu_s / self.wall, 1) if self.wall else None,
-            "cpu_seconds": round(cpu_s, 2),
-            "peak_fds": max((r[3] for r in rows), default=0),
-        }
-
-
 def _git(*args: str) -> str:
     try:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -489,7 +415,7 @@ def run_with_hard_limit(name: str, main: Coroutine[Any, Any, int], hard_limit_s:
 
 
 def add_shared_args(parser: argparse.ArgumentParser) -> None:
-    """The options ``load`` and ``soak`` share."""
+    """The options of ``soak``."""
     parser.add_argument("--chunk-delay", type=float, default=0.05, help="the fake model's pace per chunk, seconds")
     parser.add_argument("--settle", type=float, default=6.0, help="wait after the load before counting fds, seconds")
     parser.add_argument("--fd-slack", type=int, default=4, help="extra fds/sockets allowed over the baseline")

@@ -1,7 +1,7 @@
 """``python -m bench.soak [--minutes 10] [--concurrency 20]``: a steady number
 of concurrent streams for minutes, watching the app's memory.
 
-Same set-up as ``bench.load``: the fake model in a process of its own, the
+The fake model in a process of its own, the
 app (``python -m devhost``) pointed at it, this process driving. Each of
 ``--concurrency`` workers runs one stream after another (agent and workflow
 in turn), every event read and checked, until the time is up; then the
@@ -11,7 +11,7 @@ Every ``--sample-every`` seconds (5) the app's RSS, open fds and sockets are
 sampled. Reported: the RSS series (start, after warm-up, end, max), its
 least-squares slope after warm-up (KiB per minute), streams completed and
 errored, per-minute throughput and latency; and, after a settle and one
-probe stream (as in ``bench.load``), fds and sockets against the baseline.
+probe stream, fds and sockets against the baseline.
 
 Threshold (stated, and in the JSON): the run fails when any stream errored
 or did not end with ``done``, when fds/sockets did not come back, or when
@@ -20,7 +20,7 @@ than ``--max-slope-kib-min`` (1024 KiB/min) or by more than
 ``--max-growth-mib`` over the post-warm-up time (8 MiB). The slope is only
 judged when at least 3 minutes follow the warm-up: the app's RSS climbs for
 about its first minute under load, so ``--minutes 1`` checks errors and
-fds, not leaks (``python -m bench.memcheck`` finds a per-request leak in
+fds, not leaks (``tests/test_runners.py`` finds a per-request leak in
 seconds). Warm-up: ``--warmup`` seconds, by default 20% of the run, at
 least 15 s and at most 120 s. (For scale, on the 2-core machine the README describes: a clean app
 settles near 150 KiB/min, the per-request leak it found grows 2.3 MiB/min at

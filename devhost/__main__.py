@@ -16,6 +16,18 @@ import uvicorn
 from devhost.app import ROOT, RedactQuery, create_app
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before serving so that port 0 (any free
+    port) can be reported. With ``TCP_NODELAY``, which accepted connections
+    inherit: asyncio sets it only on sockets created as TCP, and
+    ``socket.create_server`` leaves the protocol 0, so without it each
+    small write (an SSE event) would wait on Nagle against the client's
+    delayed ACK, up to 40 ms."""
+    sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -34,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     app, served = create_app(settings_file=args.settings, bound=args.host)
     # Bound here, before serving, so that port 0 (any free port) can be
     # reported: a port picked in advance could be taken by then.
-    sock = socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock = bind(args.host, args.port)
     port = sock.getsockname()[1]
     shown = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
     print("\nFunctions:\n", flush=True)

@@ -40,6 +40,7 @@ from agent_framework import (
     FunctionInvocationLayer,
     Message,
 )
+from agent_framework.observability import ChatTelemetryLayer
 
 MODEL_ID = "offline-demo"
 MAX_PLACES = 5
@@ -180,8 +181,9 @@ def _describe(report: Mapping[str, Any]) -> str:
     )
 
 
-class OfflineChatClient(FunctionInvocationLayer[Any], BaseChatClient[Any]):
-    """Deterministic chat client for offline runs and tests."""
+class OfflineChatClient(FunctionInvocationLayer[Any], ChatTelemetryLayer[Any], BaseChatClient[Any]):
+    """Deterministic chat client for offline runs and tests. Its calls are
+    traced like a hosted model's (the framework's chat telemetry layer)."""
 
     OTEL_PROVIDER_NAME = "offline"
     model_id = MODEL_ID

@@ -8,11 +8,10 @@ log, with the run id.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-
-import openai
-from agent_framework.exceptions import ChatClientException
+from types import ModuleType
 
 from settings import SettingsError
 from streaming.mapping import OutputTooLong
@@ -51,19 +50,29 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _is_credential_error(exc: BaseException) -> bool:
-    try:
-        from azure.core.exceptions import ClientAuthenticationError
-    except ImportError:  # pragma: no cover - azure-core is a dependency
-        return False
-    return isinstance(exc, ClientAuthenticationError) or type(exc).__name__ == "CredentialUnavailableError"
+    core = _loaded("azure.core.exceptions")
+    if core is not None and isinstance(exc, core.ClientAuthenticationError):
+        return True
+    return type(exc).__name__ == "CredentialUnavailableError"
+
+
+def _loaded(name: str) -> ModuleType | None:
+    """``name`` if something already imported it, else ``None``. The SDK and
+    the framework load with the first model run, not with the app (importing
+    them costs a second); an exception of theirs cannot exist before they do,
+    so classifying never has to import them."""
+    return sys.modules.get(name)
 
 
 def _is_unreadable_model_response(exc: BaseException) -> bool:
     """A model stream chunk that is not JSON: the OpenAI SDK raises
     ``json.JSONDecodeError``, which the framework wraps in its
     ``ChatClientException`` (so a JSON error of our own stays internal)."""
+    exceptions = _loaded("agent_framework.exceptions")
+    if exceptions is None:
+        return False
     chain = list(_chain(exc))
-    return any(isinstance(err, ChatClientException) for err in chain) and any(
+    return any(isinstance(err, exceptions.ChatClientException) for err in chain) and any(
         isinstance(err, json.JSONDecodeError) for err in chain
     )
 
@@ -85,28 +94,39 @@ def classify(exc: BaseException) -> ErrorInfo:
                 "(az login) is available to DefaultAzureCredential, or it lacks access to the resource. "
                 "Set AZURE_OPENAI_API_KEY or grant the identity the 'Cognitive Services OpenAI User' role.",
             )
-        if isinstance(err, openai.RateLimitError):
-            return ErrorInfo(429, "rate_limited", "The model service is rate limiting requests. Try again shortly.")
-        if isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
-            return ErrorInfo(502, "upstream_auth", "The model service rejected this app's credentials.")
-        if isinstance(err, openai.NotFoundError):
-            return ErrorInfo(
-                502, "upstream_not_found", "The model service does not know the configured model or deployment."
-            )
-        if isinstance(err, openai.BadRequestError):
-            if err.code == "content_filter":  # the framework's content-filter exception wraps this one
-                return CONTENT_FILTERED_PROMPT
-            return ErrorInfo(502, "upstream_rejected", "The model service rejected the request.")
-        if isinstance(err, openai.APITimeoutError):
-            return ErrorInfo(504, "upstream_timeout", "The model service did not answer in time.")
-        if isinstance(err, openai.APIConnectionError):
-            return ErrorInfo(
-                502, "upstream_unavailable", "Could not reach the model service, or it dropped the connection."
-            )
-        if isinstance(err, openai.APIStatusError):
-            return ErrorInfo(502, "upstream_error", "The model service failed to answer.")
-        if isinstance(err, openai.APIError):
-            return ErrorInfo(502, "upstream_error", "The model service sent a response this app could not read.")
+        info = _sdk_error(err)
+        if info is not None:
+            return info
     if _is_unreadable_model_response(exc):
         return ErrorInfo(502, "upstream_error", "The model service sent a response this app could not read.")
     return ErrorInfo(500, "internal_error", "The run failed unexpectedly.")
+
+
+def _sdk_error(err: BaseException) -> ErrorInfo | None:
+    """What an OpenAI SDK error means for the client, or ``None``."""
+    openai = _loaded("openai")
+    if openai is None:
+        return None
+    if isinstance(err, openai.RateLimitError):
+        return ErrorInfo(429, "rate_limited", "The model service is rate limiting requests. Try again shortly.")
+    if isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
+        return ErrorInfo(502, "upstream_auth", "The model service rejected this app's credentials.")
+    if isinstance(err, openai.NotFoundError):
+        return ErrorInfo(
+            502, "upstream_not_found", "The model service does not know the configured model or deployment."
+        )
+    if isinstance(err, openai.BadRequestError):
+        if err.code == "content_filter":  # the framework's content-filter exception wraps this one
+            return CONTENT_FILTERED_PROMPT
+        return ErrorInfo(502, "upstream_rejected", "The model service rejected the request.")
+    if isinstance(err, openai.APITimeoutError):
+        return ErrorInfo(504, "upstream_timeout", "The model service did not answer in time.")
+    if isinstance(err, openai.APIConnectionError):
+        return ErrorInfo(
+            502, "upstream_unavailable", "Could not reach the model service, or it dropped the connection."
+        )
+    if isinstance(err, openai.APIStatusError):
+        return ErrorInfo(502, "upstream_error", "The model service failed to answer.")
+    if isinstance(err, openai.APIError):
+        return ErrorInfo(502, "upstream_error", "The model service sent a response this app could not read.")
+    return None

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
 import llm
+import telemetry
 from settings import SettingsError, StreamSettings, resume_settings, run_limits, stream_settings
 from streaming.encoders import Encoder, choose_encoder
 from streaming.events import StreamEvent
@@ -147,8 +148,16 @@ async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireP
 
     events = runner(run_request, client, model)
     encoder = protocol.encoder(run_request) if protocol else choose_encoder(req.headers.get("accept"))
-    resumable = protocol.resumable if protocol else True
-    return await start_stream(events, encoder=encoder, run_id=run_id, limits=limits, slot=slot, resumable=resumable)
+    observer = await telemetry.observe_run(req, run_id, runner, model)
+    return await start_stream(
+        events,
+        encoder=encoder,
+        run_id=run_id,
+        limits=limits,
+        slot=slot,
+        resumable=protocol.resumable if protocol else True,
+        observer=observer,
+    )
 
 
 async def start_stream(
@@ -159,6 +168,7 @@ async def start_stream(
     limits: StreamSettings | None = None,
     slot: RunSlot | None = None,
     resumable: bool = True,
+    observer: telemetry.RunObserver = telemetry.NOOP,
 ) -> Response:
     """Run ``events`` as a resumable run (its own task: deadline, errors,
     run log) and answer with a response reading it in ``encoder``'s format.
@@ -166,7 +176,8 @@ async def start_stream(
     heartbeat, cancellation and resume. 503 JSON when the store is down.
     ``slot`` (the run's place under ``MAX_CONCURRENT_RUNS``) is given back
     when the run ends, however it ends, not when a response ends. A run
-    that is not ``resumable`` is cancelled as soon as its last reader leaves."""
+    that is not ``resumable`` is cancelled as soon as its last reader leaves.
+    ``observer`` is the run's telemetry (:func:`telemetry.observe_run`)."""
     try:
         limits = limits or stream_settings()
         resume = resume_settings()
@@ -179,7 +190,7 @@ async def start_stream(
 
     async def produce(emit: Emit) -> None:
         try:
-            await drive(events, emit, deadline_s=limits.deadline_s, run_id=run_id)
+            await drive(events, emit, deadline_s=limits.deadline_s, run_id=run_id, observer=observer)
         finally:
             if slot is not None:
                 slot.release()

@@ -23,30 +23,48 @@ from collections.abc import AsyncIterator
 import anyio
 
 from streaming.errors import classify
-from streaming.events import Done, Error, StreamEvent
+from streaming.events import Done, Error, StreamEvent, TextDelta
 from streaming.logsafe import one_line
 from streaming.runlog import CLOSE_TIMEOUT_S, Emit, Run
+from telemetry import NOOP, RunObserver
 
 logger = logging.getLogger(__name__)
 
 
-async def drive(events: AsyncIterator[StreamEvent], emit: Emit, *, deadline_s: float, run_id: str) -> None:
+async def drive(
+    events: AsyncIterator[StreamEvent],
+    emit: Emit,
+    *,
+    deadline_s: float,
+    run_id: str,
+    observer: RunObserver = NOOP,
+) -> None:
     """Emit ``events`` up to the first terminal one; turn an exception or
     the deadline into an ``error`` event. Exactly one terminal event is
-    emitted unless the caller cancels the run."""
+    emitted unless the caller cancels the run. ``observer`` (telemetry)
+    hears of the run's start, its first text and its end: per run, not per
+    event."""
     started = time.monotonic()
     iterator = aiter(events)
+    terminal: StreamEvent | None = None
+    awaiting_text = True
+    observer.begin()
     try:
         with anyio.move_on_after(deadline_s) as scope:
             try:
                 async for event in iterator:
                     if isinstance(event, Done):
                         elapsed_ms = int((time.monotonic() - started) * 1000)
-                        emit(dataclasses.replace(event, elapsed_ms=elapsed_ms))
+                        terminal = dataclasses.replace(event, elapsed_ms=elapsed_ms)
+                        emit(terminal)
                         logger.info("run %s done in %d ms, usage %s", run_id, elapsed_ms, event.usage)
                         return
+                    if awaiting_text and isinstance(event, TextDelta):
+                        awaiting_text = False
+                        observer.first_text()
                     emit(event)
                     if event.terminal:
+                        terminal = event
                         return
             except Exception as exc:
                 info = classify(exc)
@@ -54,19 +72,25 @@ async def drive(events: AsyncIterator[StreamEvent], emit: Emit, *, deadline_s: f
                     logger.exception("run %s failed: %s", run_id, info.code)
                 else:  # an expected failure upstream: no traceback, just what and why
                     logger.warning("run %s failed: %s (%s: %s)", run_id, info.code, type(exc).__name__, one_line(exc))
-                emit(Error(info.code, info.message))
+                terminal = Error(info.code, info.message)
+                emit(terminal)
                 return
         if scope.cancelled_caught:
             logger.warning("run %s passed its %.0f s deadline", run_id, deadline_s)
-            emit(Error("timeout", f"The run did not finish within {deadline_s:g} seconds."))
+            terminal = Error("timeout", f"The run did not finish within {deadline_s:g} seconds.")
+            emit(terminal)
         else:
             logger.error("run %s ended without a terminal event", run_id)
-            emit(Error("internal_error", "The run ended unexpectedly."))
+            terminal = Error("internal_error", "The run ended unexpectedly.")
+            emit(terminal)
     finally:
         # Closes the runner if it is still going (deadline, cancel): its own
         # finally closes the framework stream.
-        with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-            await iterator.aclose()  # type: ignore[attr-defined]
+        try:
+            with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+                await iterator.aclose()  # type: ignore[attr-defined]
+        finally:
+            observer.end(terminal)
 
 
 async def guard(events: AsyncIterator[StreamEvent], *, deadline_s: float, run_id: str) -> AsyncIterator[StreamEvent]:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from agent_framework import Message
 from starlette.requests import ClientDisconnect
 
 from settings import StreamSettings
+
+if TYPE_CHECKING:  # the framework loads with the first run, not with the app
+    from agent_framework import Message
 
 ROLES = ("user", "assistant")
 JSON_TYPES = ("application/json",)
@@ -55,6 +57,8 @@ class RunRequest:
     history: tuple[Turn, ...] = ()
 
     def to_messages(self) -> list[Message]:
+        from agent_framework import Message
+
         return [Message(role=t.role, contents=[t.content]) for t in (*self.history, Turn("user", self.message))]
 
 

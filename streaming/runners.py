@@ -12,18 +12,24 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from agent_framework import Agent, AgentResponseUpdate
 
-from agents import WEATHER_AGENT_NAME, build_weather_agent
 from settings import ModelSettings, run_limits
 from streaming.events import AgentCompleted, AgentStarted, StreamEvent
 from streaming.mapping import UpdateMapper
 from streaming.request import RunRequest
-from tools import WeatherProvider
-from workflows import RESEARCHER_NAME, WRITER_NAME, build_research_agents, build_research_workflow
+
+if TYPE_CHECKING:
+    from agent_framework import Agent
+
+    from tools import WeatherProvider
+
+# The agents, the workflow and the tool import the Agent Framework (and
+# llm's OpenAI client the SDK: together about a second). They load with the
+# first run, inside the runners, so that indexing the app, /api/health and
+# every 4xx answer never pay for them.
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,9 @@ def _agents(client: Any, max_output_tokens: int) -> tuple[Agent, Agent, Agent]:
     ``max_output_tokens`` (``MAX_OUTPUT_TOKENS``) goes to the model as its
     output-token limit on every call; the workflow has no per-run chat
     options, so the agents carry it (a changed setting builds new ones)."""
+    from agents import build_weather_agent
+    from workflows import build_research_agents
+
     options = _options(max_output_tokens)
     return (build_weather_agent(client, options=options), *build_research_agents(client, options=options))
 
@@ -64,6 +73,8 @@ async def run_agent(
     request: RunRequest, client: Any, settings: ModelSettings, *, provider: WeatherProvider | None = None
 ) -> AsyncIterator[StreamEvent]:
     """The weather agent: its text, tool calls and results, then ``done``."""
+    from agents import WEATHER_AGENT_NAME, build_weather_agent
+
     caps = run_limits()
     if provider:
         agent = build_weather_agent(client, provider, options=_options(caps.max_output_tokens))
@@ -93,6 +104,10 @@ async def run_workflow(
     request: RunRequest, client: Any, settings: ModelSettings, *, provider: WeatherProvider | None = None
 ) -> AsyncIterator[StreamEvent]:
     """Researcher then writer: each agent's start, text, tools and end."""
+    from agent_framework import AgentResponseUpdate
+
+    from workflows import RESEARCHER_NAME, WRITER_NAME, build_research_agents, build_research_workflow
+
     caps = run_limits()
     if provider:
         researcher, writer = build_research_agents(client, provider, options=_options(caps.max_output_tokens))

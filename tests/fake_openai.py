@@ -1054,8 +1054,13 @@ class FakeOpenAI:
         if self.running:
             return self
         _install_log_filter()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose protocol says TCP.
+        # Without it every response (headers, then each chunk: small writes) waits on Nagle against the
+        # client's delayed ACK, about 40 ms per request. Set on the listener as well, which Linux copies
+        # to every accepted socket.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((HOST, 0))
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(

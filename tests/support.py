@@ -29,9 +29,7 @@ README = ROOT / "README.md"
 # CONTAINER_NAME makes the Functions worker believe it runs in Azure.
 PLATFORM_VARIABLES = frozenset(
     {
-        "WEBSITE_INSTANCE_ID",
         "CONTAINER_NAME",
-        "APPLICATIONINSIGHTS_CONNECTION_STRING",
         "FUNCTIONS_WORKER_PROCESS_COUNT",
         "PYTHON_ENABLE_INIT_INDEXING",
     }
@@ -42,6 +40,7 @@ PLATFORM_VARIABLES = frozenset(
 PLATFORM_PREFIXES = ("OPENAI_", "AZURE_OPENAI_", "OTEL_", "ENABLE_INSTRUMENTATION", "ENABLE_SENSITIVE_DATA")
 
 _SETTING_NAME = re.compile(r"`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)`")
+_SETTING_PREFIX = re.compile(r"`([A-Z][A-Z0-9]*_)\*`")  # `OTEL_*`: a family of settings
 
 
 @dataclass(frozen=True)
@@ -51,11 +50,13 @@ class SettingRow:
     name: str
     default: str  # as written: `text` in backticks, or a number and its range: 10 (1–60)
     meaning: str
+    names: tuple[str, ...] = ()  # every name in the first cell (a row may list several)
+    prefixes: tuple[str, ...] = ()  # families in the first cell: `OTEL_*` -> "OTEL_"
 
     @property
     def mentioned(self) -> set[str]:
         """The setting and every other setting name its row mentions (aliases)."""
-        return {self.name, *_SETTING_NAME.findall(self.meaning)}
+        return {self.name, *self.names, *_SETTING_NAME.findall(self.meaning)}
 
 
 def readme_settings(readme: Path = README) -> list[SettingRow]:
@@ -67,9 +68,10 @@ def readme_settings(readme: Path = README) -> list[SettingRow]:
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("| `") and len(cells) >= 3:
-            name = _SETTING_NAME.fullmatch(cells[0])
-            if name:
-                rows.append(SettingRow(name.group(1), cells[1], " | ".join(cells[2:])))
+            names = tuple(_SETTING_NAME.findall(cells[0]))
+            if names:
+                prefixes = tuple(_SETTING_PREFIX.findall(cells[0]))
+                rows.append(SettingRow(names[0], cells[1], " | ".join(cells[2:]), names, prefixes))
     if not rows:
         raise AssertionError("no settings table under '## Configuration' in README.md")
     return rows
@@ -79,6 +81,11 @@ def app_variables() -> frozenset[str]:
     """Every environment variable the tests must control: the README's
     settings (and the names their rows mention) and the platform's."""
     return frozenset().union(*(row.mentioned for row in readme_settings())) | PLATFORM_VARIABLES
+
+
+def documented_prefixes() -> tuple[str, ...]:
+    """Families of settings the README's table names as ``X_*`` (``OTEL_*``)."""
+    return tuple(p for row in readme_settings() for p in row.prefixes)
 
 
 def is_app_variable(name: str, names: frozenset[str] | None = None) -> bool:

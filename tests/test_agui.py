@@ -433,7 +433,8 @@ def test_bad_requests_over_http(offline_client: httpx.Client) -> None:
 # ------------------------------------------------------------------------------------------ over the model's wire
 
 KEY = "test-key-agui"
-LONG_ANSWER = " ".join(f"word{i}" for i in range(100))
+# 20 s of model output at 0.05 s a chunk: still being written when a loaded machine reads the first piece.
+LONG_ANSWER = " ".join(f"word{i}" for i in range(400))
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ Real clients only: raw httpx for the bytes, ``openai.AsyncOpenAI`` / ``openai.As
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -541,6 +542,25 @@ def test_sync_client_closing_early(fake: FakeOpenAI) -> None:
         stream.close()
     assert fake.wait_for_no_open_streams(2.0)
     assert fake.cancelled_streams == 1
+
+
+def test_accepted_connections_have_tcp_nodelay(fake: FakeOpenAI) -> None:
+    """Without TCP_NODELAY a response's small writes (headers, then each chunk) wait on Nagle against the
+    client's delayed ACK: about 40 ms per request on a reused connection, in every end-to-end test."""
+    with httpx.Client(base_url=fake.openai_base_url) as client:
+        for _ in range(2):  # the second request rides the kept-alive connection
+            assert client.post("/chat/completions", json={"model": "m", "messages": user("hi")}).status_code == 200
+
+        async def accepted_options() -> list[int]:
+            assert fake._server is not None
+            return [
+                conn.transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                for conn in fake._server.server_state.connections
+            ]
+
+        assert fake._loop is not None
+        options = asyncio.run_coroutine_threadsafe(accepted_options(), fake._loop).result(5)
+    assert options and all(options), options
 
 
 # ------------------------------------------------------------------------------------------ scripting & lifecycle

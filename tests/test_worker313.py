@@ -1,0 +1,198 @@
+"""The app under the real Azure Functions Python worker library
+(``azure-functions-runtime``, the library the Python 3.13 worker runs), not
+only under ``devhost/``: indexing, the HTTP-streaming server the worker
+starts, and invocations that stream.
+
+It runs in its own Python 3.13 environment, ``.venv-worker313`` (``make
+test`` builds it: ``make worker313``), driven by
+``tests/worker313/driver.py``, which plays the host. Without that
+environment the test fails saying how to get it; deselect it on purpose
+with ``-m "not worker313"``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import queue
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from devhost.app import http_functions
+from tests.support import ROOT, hermetic_environ, parse_sse
+
+pytestmark = pytest.mark.worker313
+
+WORKER_PYTHON = ROOT / ".venv-worker313" / "bin" / "python"
+DRIVER = ROOT / "tests" / "worker313" / "driver.py"
+# Variables that make the worker believe it runs in Azure (this machine sets CONTAINER_NAME).
+AZURE_MARKERS = ("CONTAINER_NAME", "WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME", "FUNCTIONS_WORKER_DIRECTORY")
+
+
+class Worker:
+    """The driver process: indexing result first, then one JSON line per
+    answered invocation."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.init = self.next(60)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(json.loads(line))
+
+    def next(self, timeout: float = 30) -> dict[str, Any]:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"the worker did not answer; its log:\n{self.log()}") from None
+
+    def log(self) -> str:
+        return (ROOT / "test-output" / "worker313.log").read_text(errors="replace")
+
+    def invoke(self, function: str, method: str, path: str, params: dict[str, str] | None = None) -> str:
+        """Send the host's InvocationRequest (with the route's parameters, as
+        the host passes them) and return its invocation id."""
+        invocation_id = str(uuid.uuid4())
+        command = {"invoke": function, "invocation_id": invocation_id, "method": method, "url": path}
+        command["params"] = params or {}
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        return invocation_id
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[Worker]:
+    if not WORKER_PYTHON.exists():
+        pytest.fail(
+            "The Python 3.13 worker environment is missing: run `make worker313` (it needs python3.13, e.g. "
+            "`pyenv install 3.13` or `apt-get install python3.13`), or deselect with -m 'not worker313'."
+        )
+    env = {k: v for k, v in hermetic_environ().items() if k not in AZURE_MARKERS}
+    env.update({"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": "30", "PYTHONUNBUFFERED": "1"})
+    (ROOT / "test-output").mkdir(exist_ok=True)
+    with (ROOT / "test-output" / "worker313.log").open("w") as log:
+        process = subprocess.Popen(
+            [str(WORKER_PYTHON), str(DRIVER), str(ROOT)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        try:
+            yield Worker(process)
+        finally:
+            process.stdin.close()  # type: ignore[union-attr]
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_the_worker_indexes_the_app_and_starts_its_streaming_server(worker: Worker) -> None:
+    init = worker.init
+    assert init["init"] == "Success" and init["metadata"] == "Success", worker.log()
+    assert init["capabilities"]["HttpUri"].startswith("http://127.0.0.1:")  # HTTP streaming is on
+    functions = init["functions"]
+    import function_app  # the functions the app declares, as the local host reads them
+
+    # A FunctionApp lists its functions once (a second get_functions() raises):
+    # a fresh module, whatever other tests did with the imported one.
+    declared = importlib.reload(function_app).app
+    assert set(functions) == {fn.name for fn in http_functions(declared)}
+    assert all(f["load"] == "Success" for f in functions.values())
+    routes = {name: next(b for b in f["bindings"] if b["type"] == "httpTrigger") for name, f in functions.items()}
+    assert routes["stream_agent"]["route"] == "agent/stream" and routes["stream_agent"]["authLevel"] == "FUNCTION"
+    assert routes["health"]["authLevel"] == "ANONYMOUS"
+
+
+def test_an_invocation_streams_through_the_workers_server(worker: Worker) -> None:
+    uri = worker.init["capabilities"]["HttpUri"]
+    invocation_id = worker.invoke("stream_agent", "POST", "/api/agent/stream")
+    answered_at = None
+    with (
+        httpx.Client(base_url=uri, timeout=30) as client,
+        client.stream(
+            "POST",
+            "/api/agent/stream",
+            json={"message": "What is the weather in Oslo?"},
+            headers={"x-ms-invocation-id": invocation_id},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-run-id"] == invocation_id  # the run id is the invocation id
+        lines = []
+        for line in response.iter_lines():
+            lines.append(line)
+            if answered_at is None and not worker.lines.empty():
+                answered_at = len(lines)
+    events = parse_sse(lines)
+    answer = worker.next()
+    assert answer == {"invocation_id": invocation_id, "status": "Success", "error": ""}
+    # The worker answered the invocation while the body was still streaming:
+    # the host's invocation (and functionTimeout) ends before the stream does.
+    assert answered_at is not None and answered_at < len(lines)
+    names = [e.event for e in events]
+    assert names[0] == "agent_started" and names[-1] == "done"
+    assert "tool_call" in names and "tool_result" in names
+    assert "Oslo" in "".join(e.data["text"] for e in events if e.event == "message")
+
+
+def test_a_run_resumes_under_the_worker(worker: Worker) -> None:
+    """``runs/{token}/stream`` under the worker's own HTTP server: the
+    invocation carries the route's parameters, as the host sends them, and
+    the replay is the stream the first request got, event for event."""
+    uri = worker.init["capabilities"]["HttpUri"]
+    invocation_id = worker.invoke("stream_agent", "POST", "/api/agent/stream")
+    body = {"message": "What is the weather in Oslo?"}
+    with httpx.Client(base_url=uri, timeout=30) as client:
+        first = client.post("/api/agent/stream", json=body, headers={"x-ms-invocation-id": invocation_id})
+        assert first.status_code == 200 and worker.next()["status"] == "Success"
+        token = first.headers["x-run-token"]
+        original = parse_sse(first.text.splitlines())
+        path = f"/api/runs/{token}/stream"
+        invocation_id = worker.invoke("resume_stream", "GET", path, params={"token": token})
+        again = client.get(path, headers={"x-ms-invocation-id": invocation_id})
+        assert again.status_code == 200, again.text
+        assert worker.next()["status"] == "Success"
+    replayed = parse_sse(again.text.splitlines())
+    assert [(e.event, e.data) for e in replayed] == [(e.event, e.data) for e in original]
+
+
+def test_bad_input_is_a_json_error_under_the_worker_too(worker: Worker) -> None:
+    uri = worker.init["capabilities"]["HttpUri"]
+    invocation_id = worker.invoke("stream_agent", "POST", "/api/agent/stream")
+    response = httpx.post(
+        f"{uri}/api/agent/stream",
+        content=b"{not json",
+        headers={"x-ms-invocation-id": invocation_id, "content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+    assert worker.next()["status"] == "Success"
+
+
+def test_health_under_the_worker(worker: Worker) -> None:
+    uri = worker.init["capabilities"]["HttpUri"]
+    invocation_id = worker.invoke("health", "GET", "/api/health")
+    started = time.monotonic()
+    response = httpx.get(f"{uri}/api/health", headers={"x-ms-invocation-id": invocation_id}, timeout=30)
+    model = {"configured": True, "provider": "offline", "model": "offline-demo"}
+    assert response.json() == {"status": "ok", "model": model}
+    assert worker.next(timeout=max(1.0, 30 - (time.monotonic() - started)))["invocation_id"] == invocation_id
