@@ -46,8 +46,9 @@ run: $(VENV)/.runtime local.settings.json
 
 # System packages the tests use, from Debian: Chromium for the browser tests
 # (a tool's own browser download cannot be used here) and redis-server for
-# resumable streams across instances. Installs only what is missing.
-SYSTEM_PACKAGES := chromium:/usr/bin/chromium redis-server:/usr/bin/redis-server
+# resumable streams across instances; curl for the README's commands. Installs
+# only what is missing.
+SYSTEM_PACKAGES := chromium:/usr/bin/chromium redis-server:/usr/bin/redis-server curl:/usr/bin/curl
 system-deps:
 	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
 	  [ -x "$${entry#*:}" ] || missing="$$missing $${entry%%:*}"; \

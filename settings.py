@@ -363,3 +363,61 @@ def telemetry_settings(env: Mapping[str, str] | None = None) -> TelemetrySetting
         sensitive_data=_flag(env, "ENABLE_SENSITIVE_DATA", False),
         disabled=_flag(env, "OTEL_SDK_DISABLED", False),
     )
+
+
+# --- Weather (the get_weather tool's data source) -----------------------------------------------
+
+WEATHER_PROVIDERS = ("auto", "open-meteo", "offline")
+DEFAULT_GEOCODING_API_BASE_URL = "https://geocoding-api.open-meteo.com/v1"
+DEFAULT_WEATHER_API_BASE_URL = "https://api.open-meteo.com/v1"
+NUMBERS.update(
+    {
+        "WEATHER_CACHE_SECONDS": Number(600, minimum=0, maximum=86400),
+        "WEATHER_TIMEOUT_SECONDS": Number(4, minimum=0.1, maximum=30),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WeatherSettings:
+    """Where ``get_weather`` gets its data. ``provider`` is ``auto`` (the
+    offline sample data with the offline model, Open-Meteo with any real
+    model), ``open-meteo`` or ``offline``. Hashable: the app keeps one
+    provider (and its cache) per distinct settings."""
+
+    provider: str = "auto"
+    geocoding_url: str = DEFAULT_GEOCODING_API_BASE_URL
+    weather_url: str = DEFAULT_WEATHER_API_BASE_URL
+    cache_s: float = 600.0
+    timeout_s: float = 4.0
+
+    def resolve(self, model_provider: str) -> str:
+        """The provider to use with a model from ``model_provider``."""
+        if self.provider != "auto":
+            return self.provider
+        return "offline" if model_provider == "offline" else "open-meteo"
+
+
+def _base_url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    if not raw.startswith(("http://", "https://")) or any(c.isspace() for c in raw) or "?" in raw or "#" in raw:
+        raise SettingsError(f"Setting {name} must be an http:// or https:// base URL without a query.")
+    return raw.rstrip("/")
+
+
+def weather_settings(env: Mapping[str, str] | None = None) -> WeatherSettings:
+    env = os.environ if env is None else env
+    provider = (_get(env, "WEATHER_PROVIDER") or "auto").lower().replace("_", "-")
+    if provider == "openmeteo":
+        provider = "open-meteo"
+    if provider not in WEATHER_PROVIDERS:
+        raise SettingsError(f"Setting WEATHER_PROVIDER must be one of: {', '.join(WEATHER_PROVIDERS)}.")
+    return WeatherSettings(
+        provider=provider,
+        geocoding_url=_base_url(env, "GEOCODING_API_BASE_URL", DEFAULT_GEOCODING_API_BASE_URL),
+        weather_url=_base_url(env, "WEATHER_API_BASE_URL", DEFAULT_WEATHER_API_BASE_URL),
+        cache_s=_number(env, "WEATHER_CACHE_SECONDS"),
+        timeout_s=_number(env, "WEATHER_TIMEOUT_SECONDS"),
+    )

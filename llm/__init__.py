@@ -24,6 +24,20 @@ _clients: dict[tuple[ModelSettings, int], Any] = {}
 
 def create_chat_client(settings: ModelSettings) -> Any:
     """Build a new chat client for ``settings`` (no caching)."""
+    return _tell_tool_errors(_create_chat_client(settings))
+
+
+def _tell_tool_errors(client: Any) -> Any:
+    """Let the model see why a tool failed ("No place named 'Atlantis' was
+    found") instead of the framework's bare "Function failed.", so it can
+    tell the user. Safe because the app's tools raise only messages written
+    for the model (``tools.weather.WeatherError``; anything else becomes a
+    generic one)."""
+    client.function_invocation_configuration["include_detailed_errors"] = True
+    return client
+
+
+def _create_chat_client(settings: ModelSettings) -> Any:
     if settings.provider == "offline":
         from llm.offline import OfflineChatClient
 

@@ -161,8 +161,12 @@ def _reports(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return reports
 
 
+_GENERIC_FAILURE = re.compile(r"^Error: Function failed\.(?: Exception: )?")
+
+
 def _failed_places(messages: Sequence[Message]) -> list[str]:
-    """Places whose ``get_weather`` call failed, from the calls' arguments."""
+    """Places whose ``get_weather`` call failed, from the calls' arguments, each with the
+    reason the tool gave (when the client passes it on)."""
     asked: dict[str, str] = {}
     failed: list[str] = []
     for message in messages:
@@ -170,7 +174,9 @@ def _failed_places(messages: Sequence[Message]) -> list[str]:
             if content.type == "function_call" and content.call_id:
                 asked[content.call_id] = str((content.parse_arguments() or {}).get("location", "that place"))
             elif content.type == "function_result" and content.exception is not None:
-                failed.append(asked.get(content.call_id or "", "one place"))
+                place = asked.get(content.call_id or "", "one place")
+                reason = _GENERIC_FAILURE.sub("", str(content.result or "")).strip()
+                failed.append(f"{place} ({reason})" if reason else place)
     return failed
 
 
@@ -258,7 +264,7 @@ class OfflineChatClient(FunctionInvocationLayer[Any], ChatTelemetryLayer[Any], B
                 found = " ".join(f"{_describe(r)}." for r in reports)
                 parts.append(f"Here is the current weather. {found} (Offline sample data, not a forecast.)")
             if failed:
-                parts.append(f"I could not get the weather for {', '.join(failed)}: the weather service failed.")
+                parts.append(f"I could not get the weather for {'; '.join(failed)}.")
             answers = _tool_answers(turn, WEATHER_TOOL)
             parts += [f"Your app's {name} tool answered: {result}" for name, result in answers]
             answer = " ".join(parts) or "Done."

@@ -27,7 +27,7 @@ from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Respon
 
 import llm
 import telemetry
-from settings import SettingsError, StreamSettings, resume_settings, run_limits, stream_settings
+from settings import SettingsError, StreamSettings, resume_settings, run_limits, stream_settings, weather_settings
 from streaming.encoders import Encoder, choose_encoder
 from streaming.events import StreamEvent
 from streaming.logsafe import one_line
@@ -120,6 +120,7 @@ async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireP
             run_request = parse(body, req.headers.get("content-type"), limits)
         client, model = llm.chat_client()
         run_store(resume)  # a bad STREAM_STORE_URL is a 503 before anything runs
+        weather_settings()  # so is a bad weather setting: not a broken stream
     except RequestError as exc:
         # Past the body deadline the connection is closed: the rest of a
         # trickled body must not keep holding it.

@@ -1,8 +1,10 @@
 """Runners: run the weather agent or the workflow for one request and
 yield stream events. The two triggers differ only in which runner they use.
 
-Agents are built once per chat client and shared (see :func:`_agents`); a
-workflow is built per request, since one workflow instance cannot run
+Agents are built once per chat client and weather provider and shared
+(see :func:`_agents`); the provider is chosen per request from the settings
+(``WEATHER_PROVIDER``), so a settings change needs no restart. A workflow
+is built per request, since one workflow instance cannot run
 twice at once. Each runner always closes the framework stream it opened:
 leaving the loop early does not close the model's HTTP call by itself.
 """
@@ -39,11 +41,13 @@ CLOSE_TIMEOUT_S = 2.0
 
 
 @functools.lru_cache(maxsize=8)
-def _agents(client: Any, max_output_tokens: int) -> tuple[Agent, Agent, Agent]:
+def _agents(client: Any, provider: WeatherProvider, max_output_tokens: int) -> tuple[Agent, Agent, Agent]:
     """The weather agent, the researcher and the writer for ``client``,
-    built once: a new agent or tool per request would register new
-    OpenTelemetry instruments each time, which the default (proxy) meter
-    provider keeps forever, a leak of about 3 KB per request.
+    ``provider`` and ``max_output_tokens``, built once: a new agent or tool
+    per request would register new OpenTelemetry instruments each time,
+    which the default (proxy) meter provider keeps forever, a leak of about
+    3 KB per request. Providers are kept per settings
+    (``tools.weather_provider``), so this key is stable.
 
     ``max_output_tokens`` (``MAX_OUTPUT_TOKENS``) goes to the model as its
     output-token limit on every call; the workflow has no per-run chat
@@ -52,7 +56,17 @@ def _agents(client: Any, max_output_tokens: int) -> tuple[Agent, Agent, Agent]:
     from workflows import build_research_agents
 
     options = _options(max_output_tokens)
-    return (build_weather_agent(client, options=options), *build_research_agents(client, options=options))
+    return (
+        build_weather_agent(client, provider, options=options),
+        *build_research_agents(client, provider, options=options),
+    )
+
+
+def _shared_agents(client: Any, settings: ModelSettings, max_output_tokens: int) -> tuple[Agent, Agent, Agent]:
+    """The shared agents for this request's weather provider, chosen from the settings now."""
+    from tools import weather_provider
+
+    return _agents(client, weather_provider(settings.provider), max_output_tokens)
 
 
 def _options(max_output_tokens: int) -> dict[str, Any]:
@@ -79,7 +93,7 @@ async def run_agent(
     if provider:
         agent = build_weather_agent(client, provider, options=_options(caps.max_output_tokens))
     else:
-        agent = _agents(client, caps.max_output_tokens)[0]
+        agent = _shared_agents(client, settings, caps.max_output_tokens)[0]
     mapper = UpdateMapper(max_output_chars=caps.max_run_output_chars)
     yield AgentStarted(WEATHER_AGENT_NAME)
     # An AG-UI request may offer the client's own (declaration-only) tools.
@@ -112,7 +126,7 @@ async def run_workflow(
     if provider:
         researcher, writer = build_research_agents(client, provider, options=_options(caps.max_output_tokens))
     else:
-        researcher, writer = _agents(client, caps.max_output_tokens)[1:]
+        researcher, writer = _shared_agents(client, settings, caps.max_output_tokens)[1:]
     workflow = build_research_workflow(researcher, writer)
     agents = {RESEARCHER_NAME, WRITER_NAME}
     mapper = UpdateMapper(max_output_chars=caps.max_run_output_chars)

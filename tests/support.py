@@ -42,6 +42,16 @@ PLATFORM_PREFIXES = ("OPENAI_", "AZURE_OPENAI_", "OTEL_", "ENABLE_INSTRUMENTATIO
 _SETTING_NAME = re.compile(r"`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)`")
 _SETTING_PREFIX = re.compile(r"`([A-Z][A-Z0-9]*_)\*`")  # `OTEL_*`: a family of settings
 
+# Weather defaults for every served app: the offline sample data, and should
+# a test choose Open-Meteo without pointing it at tests/fake_open_meteo.py, a
+# closed loopback port rather than the internet. A test's values override these.
+NO_NETWORK_URL = "http://127.0.0.1:9/v1"
+WEATHER_DEFAULTS = {
+    "WEATHER_PROVIDER": "offline",
+    "GEOCODING_API_BASE_URL": NO_NETWORK_URL,
+    "WEATHER_API_BASE_URL": NO_NETWORK_URL,
+}
+
 
 @dataclass(frozen=True)
 class SettingRow:
@@ -142,7 +152,8 @@ class AppServer:
         self.port = 0
         self._dir = tempfile.TemporaryDirectory(prefix="devhost-")
         self.settings_file = Path(self._dir.name) / "local.settings.json"
-        self.settings_file.write_text(json.dumps({"Values": dict(values or {}), "Host": dict(host or {})}))
+        settings = {"Values": {**WEATHER_DEFAULTS, **(values or {})}, "Host": dict(host or {})}
+        self.settings_file.write_text(json.dumps(settings))
         self.log_file = Path(self._dir.name) / "devhost.log"
         self.port_file = Path(self._dir.name) / "port"
         self.hits_file = Path(self._dir.name) / "mutmut-hits.json"

@@ -374,3 +374,67 @@ async def test_a_call_handed_back_to_the_caller_is_one_call(fake: FakeOpenAI, ca
     assert [c.tool for c in calls] == ["get_weather", "show_map"]
     assert all(c.call_id for c in calls) and len({c.call_id for c in calls}) == 2
     assert [(r.call_id, r.result["location"]) for r in results] == [(calls[0].call_id, "Seattle")]
+
+
+# -- the same events over AG-UI ---------------------------------------------------------------------
+
+NOTICE_TOOL = {
+    "name": "show_notice",
+    "description": "Shows a notice in the app.",
+    "parameters": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+}
+
+
+@pytest.mark.parametrize("call_ids", ["numbered", "empty"])
+def test_agui_pairs_calls_and_names_the_pending_client_call(
+    fake: FakeOpenAI, openai_app: AppServer, call_ids: str
+) -> None:
+    """AG-UI streams the same events: with ids reused or empty, every
+    TOOL_CALL_RESULT names its own call, the client's call stays pending
+    under an id that is unique in the run, and answering it under that id
+    reaches the model as the answer to that call."""
+    from tests.agui_support import assert_well_formed, assistant_turn, post_agui, run_input, user
+
+    quirks = Quirks(call_ids=call_ids)  # type: ignore[arg-type]
+    fake.enqueue(
+        step("Seattle", quirks),
+        tool_call_response([("show_notice", {"text": "Umbrella"})], quirks=quirks),
+    )
+    ask = user("Weather in Seattle, and show a notice")
+    body = run_input([ask], tools=[NOTICE_TOOL])
+    first = post_agui(f"{openai_app.url}/api/agent/ag-ui", body)
+    assert_well_formed(first, body)
+    starts = first.of("TOOL_CALL_START")
+    ids = [s["toolCallId"] for s in starts]
+    assert [s["toolCallName"] for s in starts] == ["get_weather", "show_notice"]
+    assert all(ids) and len(set(ids)) == 2
+    (result,) = first.of("TOOL_CALL_RESULT")
+    assert result["toolCallId"] == ids[0] and json.loads(result["content"])["location"] == "Seattle"
+    assert first.events[-1]["outcome"]["pendingToolCallIds"] == [ids[1]]
+
+    fake.enqueue(text_response("Shown."))
+    answer = {"id": "t-n", "role": "tool", "toolCallId": ids[1], "content": "shown"}
+    second_body = run_input([ask, *assistant_turn(first), answer], tools=[NOTICE_TOOL])
+    second = post_agui(f"{openai_app.url}/api/agent/ag-ui", second_body)
+    assert_well_formed(second, second_body)
+    assert second.text() == "Shown."
+    sent = fake.requests[-1].messages
+    notice_call = next(
+        c
+        for m in sent
+        if m["role"] == "assistant"
+        for c in m.get("tool_calls") or []
+        if c["function"]["name"] == "show_notice"
+    )
+    assert {m["tool_call_id"]: m["content"] for m in sent if m["role"] == "tool"}[notice_call["id"]] == "shown"
+
+
+def test_agui_content_filter_is_one_run_error(fake: FakeOpenAI, azure_app: AppServer) -> None:
+    from tests.agui_support import assert_well_formed, post_agui, run_input, user
+
+    fake.enqueue(text_response(["The", " weather"], finish_reason="content_filter"))
+    body = run_input([user("Weather in Seattle?")])
+    result = post_agui(f"{azure_app.url}/api/agent/ag-ui", body)
+    assert_well_formed(result, body)
+    assert result.text() == "The weather"
+    assert result.events[-1]["type"] == "RUN_ERROR" and result.events[-1]["code"] == "content_filtered"

@@ -6,7 +6,7 @@ import pytest
 from agent_framework import Agent
 
 from llm.offline import OfflineChatClient, find_places
-from tools import OfflineWeatherProvider, make_weather_tool
+from tools import OfflineWeatherProvider, WeatherError, make_weather_tool
 
 
 @pytest.mark.parametrize(
@@ -106,7 +106,8 @@ async def test_a_failing_tool_is_reported_and_the_agent_still_answers() -> None:
 
 async def test_a_slow_tool_times_out_as_a_tool_error() -> None:
     weather = make_weather_tool(SlowProvider(), timeout_s=0.05)
-    with pytest.raises(TimeoutError):
+    # A message the model can relay, not a bare TimeoutError ("Function failed.").
+    with pytest.raises(WeatherError, match=r"^The weather lookup for 'Oslo' took longer than 0.05 seconds"):
         await weather.invoke(arguments={"location": "Oslo"})
 
 

@@ -18,6 +18,7 @@ from settings import (
     resume_settings,
     run_limits,
     stream_settings,
+    weather_settings,
 )
 from tests.support import SettingRow, readme_settings
 
@@ -140,7 +141,7 @@ def _stated_number(row: SettingRow) -> tuple[float, float, float] | None:
 def _effective(env: dict[str, str]) -> dict[str, object]:
     """Everything the settings functions make of ``env``."""
     values: dict[str, object] = {}
-    for read in (model_settings, stream_settings, run_limits, resume_settings):
+    for read in (model_settings, stream_settings, run_limits, resume_settings, weather_settings):
         result = read(env)
         values |= {f"{read.__name__}.{f}": getattr(result, f) for f in result.__dataclass_fields__}
     return values

@@ -1,19 +1,29 @@
 """``get_weather``: the tool the weather agent and the researcher call.
 
 The tool is a thin, typed wrapper over a :class:`WeatherProvider`, so the
-data source can change (offline sample data today, a real weather API
-later) without touching the agents or the tool's schema the model sees.
+data source (offline sample data, Open-Meteo) can change without touching
+the agents or the tool's schema the model sees.
+
+The tool never raises anything but :class:`WeatherError`, whose message is
+written for the model ("No place named 'Atlantis' was found..."): the chat
+clients let the model see that message (``include_detailed_errors``, see
+``llm``), so it can tell the user why, while anything unexpected becomes a
+generic message and internal details stay in the log.
+
+This module stays light (no Agent Framework, no HTTP client): the tool
+itself is built in ``tools/tool.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
-from typing import Annotated, Protocol
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
-from agent_framework import FunctionTool, tool
-from pydantic import Field
+
+logger = logging.getLogger(__name__)
 
 MAX_LOCATION_CHARS = 100
 #: A provider slower than this fails the call; the model sees a tool error and
@@ -21,24 +31,65 @@ MAX_LOCATION_CHARS = 100
 TOOL_TIMEOUT_S = 10.0
 
 
+class WeatherError(Exception):
+    """A weather lookup failed for a reason the model can relay. The message
+    is safe to show (no upstream body, no internal detail)."""
+
+
 @dataclass(frozen=True, slots=True)
 class WeatherReport:
-    """Current weather at one place, in metric units."""
+    """Current weather at one place, in metric units.
+
+    The first six fields are what every provider knows; the rest are filled
+    by providers that know them (Open-Meteo) and left out of :meth:`as_dict`
+    when empty, so the model gets a compact object."""
 
     location: str
     conditions: str
-    temperature_c: int
-    wind_kph: int
-    humidity_pct: int
+    temperature_c: float
+    wind_kph: float | None
+    humidity_pct: float | None
     source: str
+    feels_like_c: float | None = None
+    wind_direction: str | None = None
+    region: str | None = None
+    country: str | None = None
+    country_code: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    observed_at: str | None = None
+    timezone: str | None = None
+    units: dict[str, str] = field(default_factory=dict)
+    other_matches: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """The report as the model sees it: the place first, then the weather, then the source."""
+        ordered = {
+            "location": self.location,
+            "region": self.region,
+            "country": self.country,
+            "country_code": self.country_code,
+            "latitude": self.latitude,
+            "longitude": self.longitude,
+            "observed_at": self.observed_at,
+            "timezone": self.timezone,
+            "conditions": self.conditions,
+            "temperature_c": self.temperature_c,
+            "feels_like_c": self.feels_like_c,
+            "humidity_pct": self.humidity_pct,
+            "wind_kph": self.wind_kph,
+            "wind_direction": self.wind_direction,
+            "units": dict(self.units),
+            "other_matches": list(self.other_matches),
+            "source": self.source,
+        }
+        return {key: value for key, value in ordered.items() if value not in (None, [], {})}
 
 
 class WeatherProvider(Protocol):
     """Where weather comes from. Implementations must be safe to share
-    between concurrent requests."""
+    between concurrent requests, and raise :class:`WeatherError` for
+    failures the model should hear about."""
 
     name: str
 
@@ -74,27 +125,22 @@ class OfflineWeatherProvider:
         )
 
 
-def make_weather_tool(provider: WeatherProvider, *, timeout_s: float = TOOL_TIMEOUT_S) -> FunctionTool:
-    """Build the ``get_weather`` tool over ``provider``.
+async def lookup(provider: WeatherProvider, location: str, *, timeout_s: float = TOOL_TIMEOUT_S) -> dict[str, object]:
+    """``provider``'s report for ``location`` as the tool returns it.
 
-    A provider error or timeout becomes a failed tool result (the framework
-    tells the model "Error: Function failed." without the detail, and the
-    stream carries a ``tool_result`` with ``is_error``)."""
-
-    @tool(name="get_weather")
-    async def get_weather(
-        location: Annotated[
-            str,
-            Field(
-                description="City or place name, for example 'Seattle' or 'Paris, France'.",
-                min_length=1,
-                max_length=MAX_LOCATION_CHARS,
-            ),
-        ],
-    ) -> dict[str, object]:
-        """Get the current weather for a location: conditions, temperature in °C, wind in km/h, humidity in %."""
+    Raises only :class:`WeatherError`: a timeout or an unexpected exception
+    becomes one with a message fit for the model (the detail goes to the log)."""
+    try:
         with anyio.fail_after(timeout_s):
             report = await provider.current(location)
-        return report.as_dict()
-
-    return get_weather
+    except WeatherError:
+        raise
+    except TimeoutError:
+        raise WeatherError(
+            f"The weather lookup for '{location}' took longer than {timeout_s:g} seconds and was abandoned. "
+            "The weather service may be slow; try again later."
+        ) from None
+    except Exception:
+        logger.exception("weather provider %s failed unexpectedly", provider.name)
+        raise WeatherError("The weather lookup failed unexpectedly. Try again later.") from None
+    return report.as_dict()

@@ -1,0 +1,370 @@
+"""The Open-Meteo provider against tests/fake_open_meteo.py over real loopback HTTP: the report it
+builds, place hints, the cache, and every failure as the message the model gets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from settings import SettingsError, WeatherSettings, weather_settings
+from tests.fake_open_meteo import FakeOpenMeteo
+from tools import OfflineWeatherProvider, WeatherError, weather_provider
+from tools.cache import TTLCache
+from tools.open_meteo import SOURCE, OpenMeteoProvider, parse_conditions, split_hint
+from tools.weather import lookup
+from tools.wmo import compass, describe
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenMeteo]:
+    with FakeOpenMeteo(hang_s=5) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh(fake: FakeOpenMeteo) -> None:
+    fake.reset()
+
+
+def provider_for(fake: FakeOpenMeteo, **options: float) -> OpenMeteoProvider:
+    return OpenMeteoProvider(geocoding_url=fake.geocoding_url, weather_url=fake.weather_url, **options)
+
+
+async def test_report_names_the_place_and_states_the_weather_with_its_units(fake: FakeOpenMeteo) -> None:
+    report = (await provider_for(fake).current("Paris")).as_dict()
+    assert report == {
+        "location": "Paris, Île-de-France, France",
+        "region": "Île-de-France",
+        "country": "France",
+        "country_code": "FR",
+        "latitude": 48.85341,
+        "longitude": 2.3488,
+        "observed_at": "2026-11-29T19:45",
+        "timezone": "Europe/Paris",
+        "conditions": "overcast",
+        "temperature_c": 7.3,
+        "feels_like_c": 4.1,
+        "humidity_pct": 81,
+        "wind_kph": 14.2,
+        "wind_direction": "SW",
+        "units": {"temperature_c": "°C", "feels_like_c": "°C", "humidity_pct": "%", "wind_kph": "km/h"},
+        # The most relevant Paris won; the others are named so the model can say which one it used.
+        "other_matches": ["Paris, Texas, United States", "Paris, Tennessee, United States"],
+        "source": SOURCE,
+    }
+    search, forecast = fake.requests
+    assert search.endpoint == "search"
+    assert search.params == {"name": "Paris", "count": "10", "language": "en", "format": "json"}
+    assert forecast.endpoint == "forecast"
+    assert (float(forecast.params["latitude"]), float(forecast.params["longitude"])) == (48.85341, 2.3488)
+    assert forecast.params["timezone"] == "auto", "the observation time is local to the place"
+    assert set(forecast.params["current"].split(",")) >= {
+        "temperature_2m",
+        "apparent_temperature",
+        "relative_humidity_2m",
+        "weather_code",
+        "wind_speed_10m",
+    }
+
+
+@pytest.mark.parametrize(
+    ("asked", "location", "temperature"),
+    [
+        ("Portland", "Portland, Oregon, United States", 9.8),
+        ("Portland, Maine", "Portland, Maine, United States", -2.6),
+        ("Portland, ME", "Portland, Maine, United States", -2.6),
+        ("portland,  maine , usa", "Portland, Maine, United States", -2.6),
+        ("Paris, FR", "Paris, Île-de-France, France", 7.3),
+        ("Paris, France", "Paris, Île-de-France, France", 7.3),
+        ("Paris, Texas", "Paris, Texas, United States", 18.4),
+        ("Paris, US", "Paris, Texas, United States", 18.4),
+        ("Paris, TN", "Paris, Tennessee, United States", 15.0),
+    ],
+)
+async def test_hints_pick_among_places_with_the_same_name(
+    fake: FakeOpenMeteo, asked: str, location: str, temperature: float
+) -> None:
+    report = await provider_for(fake).current(asked)
+    assert (report.location, report.temperature_c) == (location, temperature)
+    if "," in asked:
+        assert report.other_matches == (), "a hinted place is not ambiguous"
+    assert fake.requests[0].params["name"] == split_hint(asked)[0], "only the name is searched for"
+
+
+async def test_a_hint_no_place_matches_names_the_places_that_exist(fake: FakeOpenMeteo) -> None:
+    with pytest.raises(WeatherError) as caught:
+        await provider_for(fake).current("Portland, Narnia")
+    assert str(caught.value) == (
+        "No place named 'Portland' was found in 'Narnia'. "
+        "Places with that name: Portland, Oregon, United States; Portland, Maine, United States."
+    )
+    assert fake.calls("forecast") == 0
+
+
+@pytest.mark.parametrize("asked", ["Atlantis", "Xy", ", FR"])
+async def test_unknown_place(fake: FakeOpenMeteo, asked: str) -> None:
+    with pytest.raises(WeatherError) as caught:
+        await provider_for(fake).current(asked)
+    message = str(caught.value)
+    assert "No place named" in message or "does not name a place" in message
+    assert fake.calls("forecast") == 0
+
+
+async def test_asking_twice_costs_one_call_of_each(fake: FakeOpenMeteo) -> None:
+    provider = provider_for(fake)
+    first = await provider.current("Paris")
+    again = await provider.current("paris")
+    hinted = await provider.current("Paris, FR")  # same search, same place
+    assert first == again and hinted.temperature_c == first.temperature_c
+    assert (fake.calls("search"), fake.calls("forecast")) == (1, 1)
+    await provider.current("Paris, Texas")  # another place: its own conditions
+    assert (fake.calls("search"), fake.calls("forecast")) == (1, 2)
+
+
+async def test_cache_expires_and_can_be_turned_off(fake: FakeOpenMeteo) -> None:
+    now = [1000.0]
+    provider = provider_for(fake, cache_s=600, clock=lambda: now[0])
+    await provider.current("Oslo")
+    now[0] += 599
+    await provider.current("Oslo")
+    assert (fake.calls("search"), fake.calls("forecast")) == (1, 1)
+    now[0] += 2
+    await provider.current("Oslo")
+    assert (fake.calls("search"), fake.calls("forecast")) == (2, 2)
+
+    fake.reset()
+    uncached = provider_for(fake, cache_s=0)
+    await uncached.current("Oslo")
+    await uncached.current("Oslo")
+    assert (fake.calls("search"), fake.calls("forecast")) == (2, 2)
+
+
+# Which failure gives which message (the README's table says the same).
+SERVICE = "The weather service (Open-Meteo)"
+INCOMPLETE = f"{SERVICE} sent incomplete or unreadable current conditions for Oslo, Norway"
+FAILURES = [
+    # endpoint, fault, times, message the model gets (start), requests made to that endpoint
+    ("search", "server_error", 2, f"{SERVICE} is unavailable right now (HTTP 500)", 2),
+    ("forecast", "unavailable", 2, f"{SERVICE} is unavailable right now (HTTP 503)", 2),
+    ("search", "drop", 2, f"{SERVICE} cannot be reached right now", 2),
+    ("forecast", "drop", 2, f"{SERVICE} cannot be reached right now", 2),
+    ("search", "rate_limited", 1, f"{SERVICE} is rate limiting requests", 1),
+    ("forecast", "rate_limited", 1, f"{SERVICE} is rate limiting requests", 1),
+    ("forecast", "hang", 1, f"{SERVICE} did not answer within 0.5 seconds", 1),
+    ("forecast", "bad_request", 1, f"{SERVICE} rejected the request for 'Oslo, Norway' (HTTP 400)", 1),
+    ("search", "not_json", 1, f"{SERVICE} sent an answer that could not be read for 'Oslo'", 1),
+    ("search", "partial", 1, f"{SERVICE} sent an answer that could not be read for 'Oslo'", 1),
+    ("forecast", "not_json", 1, f"{SERVICE} sent an answer that could not be read", 1),
+    ("forecast", "partial", 1, INCOMPLETE, 1),
+    ("forecast", "no_current", 1, INCOMPLETE, 1),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("endpoint", "fault", "times", "message", "calls"), FAILURES)
+async def test_each_failure_is_a_message_for_the_model(
+    fake: FakeOpenMeteo, endpoint: str, fault: str, times: int, message: str, calls: int
+) -> None:
+    provider = provider_for(fake, timeout_s=0.5)
+    fake.fail(endpoint, fault, times=times)
+    with pytest.raises(WeatherError) as caught:
+        await provider.current("Oslo")
+    assert str(caught.value).startswith(message), str(caught.value)
+    assert "Traceback" not in str(caught.value) and "127.0.0.1" not in str(caught.value)
+    assert fake.calls(endpoint) == calls
+    # A failure is not cached: the next question is asked again, and answered.
+    report = await provider.current("Oslo")
+    assert report.temperature_c == -3.2
+
+
+@pytest.mark.parametrize(("endpoint", "fault"), [("search", "server_error"), ("forecast", "drop")])
+async def test_one_retry_hides_a_single_hiccup(fake: FakeOpenMeteo, endpoint: str, fault: str) -> None:
+    fake.fail(endpoint, fault, times=1)
+    report = await provider_for(fake).current("Tokyo")
+    assert (report.conditions, report.temperature_c) == ("clear sky", 12.9)
+    assert fake.calls(endpoint) == 2
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_a_service_that_is_down(fake: FakeOpenMeteo) -> None:
+    closed = f"http://127.0.0.1:{closed_port()}/v1"
+    provider = OpenMeteoProvider(geocoding_url=closed, weather_url=fake.weather_url)
+    with pytest.raises(WeatherError, match=r"^The weather service \(Open-Meteo\) cannot be reached right now"):
+        await provider.current("Oslo")
+
+
+async def test_concurrent_lookups_share_the_client_and_stay_apart(fake: FakeOpenMeteo) -> None:
+    provider = provider_for(fake)
+    reports = await asyncio.gather(*(provider.current(city) for city in ("Oslo", "Tokyo", "Seattle", "Paris, TX")))
+    assert [r.country_code for r in reports] == ["NO", "JP", "US", "US"]
+    assert [r.temperature_c for r in reports] == [-3.2, 12.9, 11.2, 18.4]
+
+
+# ------------------------------------------------------------------------------------------ parsing
+
+
+def test_units_other_than_the_fields_promise_are_refused() -> None:
+    body = {
+        "current_units": {"time": "iso8601", "temperature_2m": "°F", "weather_code": "wmo code"},
+        "current": {"time": "2026-11-29T19:45", "temperature_2m": 45.1, "weather_code": 3},
+    }
+    with pytest.raises(ValueError, match="°F"):
+        parse_conditions(body)
+    body["current_units"]["temperature_2m"] = "°C"
+    assert parse_conditions(body).values["temperature_c"] == 45.1
+
+
+def test_null_values_are_left_out_not_invented() -> None:
+    body = {
+        "timezone": "GMT",
+        "current_units": {"temperature_2m": "°C", "relative_humidity_2m": "%"},
+        "current": {
+            "time": "2026-11-29T18:45",
+            "temperature_2m": 1.5,
+            "weather_code": 45,
+            "relative_humidity_2m": None,
+        },
+    }
+    conditions = parse_conditions(body)
+    assert conditions.values["humidity_pct"] is None and "humidity_pct" not in conditions.units
+    assert describe(conditions.weather_code) == "fog"
+
+
+def test_wmo_codes_and_compass() -> None:
+    assert [describe(c) for c in (0, 61, 75, 95, 99)] == [
+        "clear sky",
+        "slight rain",
+        "heavy snowfall",
+        "thunderstorm",
+        "thunderstorm with heavy hail",
+    ]
+    assert describe(42) == "unknown (WMO code 42)"
+    assert [compass(d) for d in (0, 44, 46, 180, 337.4, 337.6, 360)] == ["N", "NE", "NE", "S", "NW", "N", "N"]
+
+
+def test_ttl_cache_is_bounded_and_expires() -> None:
+    now = [0.0]
+    cache: TTLCache[int] = TTLCache(10, max_entries=2, clock=lambda: now[0])
+    cache.put("a", 1)
+    cache.put("b", 2)
+    cache.put("c", 3)
+    assert (cache.get("a"), cache.get("b"), cache.get("c"), len(cache)) == (None, 2, 3, 2)
+    now[0] = 10
+    assert cache.get("b") is None
+    off: TTLCache[int] = TTLCache(0)
+    off.put("a", 1)
+    assert off.get("a") is None
+
+
+# ------------------------------------------------------------------------------------------ the tool's wrapper
+
+
+class Exploding:
+    name = "exploding"
+
+    async def current(self, location: str) -> object:
+        raise RuntimeError("db-7 password=hunter2")
+
+
+class Slow:
+    name = "slow"
+
+    async def current(self, location: str) -> object:
+        await asyncio.sleep(30)
+        raise AssertionError("not reached")
+
+
+async def test_lookup_turns_anything_unexpected_into_a_safe_message() -> None:
+    with pytest.raises(WeatherError) as caught:
+        await lookup(Exploding(), "Oslo")
+    assert str(caught.value) == "The weather lookup failed unexpectedly. Try again later."
+    with pytest.raises(WeatherError, match=r"^The weather lookup for 'Oslo' took longer than 0.1 seconds"):
+        await lookup(Slow(), "Oslo", timeout_s=0.1)
+    assert (await lookup(OfflineWeatherProvider(), "Oslo"))["source"] == "offline sample data"
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+
+def test_weather_settings_and_the_auto_choice() -> None:
+    assert weather_settings({}) == WeatherSettings()
+    assert WeatherSettings().resolve("offline") == "offline"
+    assert WeatherSettings().resolve("azure_openai") == "open-meteo"
+    assert WeatherSettings(provider="offline").resolve("openai") == "offline"
+    assert WeatherSettings(provider="open-meteo").resolve("offline") == "open-meteo"
+    env = {
+        "WEATHER_PROVIDER": "Open_Meteo",
+        "GEOCODING_API_BASE_URL": "http://mirror.internal/geo/v1/",
+        "WEATHER_API_BASE_URL": "https://mirror.internal/wx/v1",
+        "WEATHER_CACHE_SECONDS": "0",
+        "WEATHER_TIMEOUT_SECONDS": "2.5",
+    }
+    assert weather_settings(env) == WeatherSettings(
+        "open-meteo", "http://mirror.internal/geo/v1", "https://mirror.internal/wx/v1", 0, 2.5
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WEATHER_PROVIDER", "accuweather"),
+        ("GEOCODING_API_BASE_URL", "geocoding-api.open-meteo.com/v1"),
+        ("WEATHER_API_BASE_URL", "https://api.open-meteo.com/v1?apikey=secret"),
+        ("WEATHER_CACHE_SECONDS", "-1"),
+        ("WEATHER_CACHE_SECONDS", "ten"),
+        ("WEATHER_TIMEOUT_SECONDS", "45"),
+    ],
+)
+def test_bad_weather_settings_name_the_setting_not_the_value(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        weather_settings({name: value})
+    assert name in str(caught.value) and value not in str(caught.value)
+
+
+def test_one_provider_per_settings_whatever_chose_it() -> None:
+    auto, forced = WeatherSettings(), WeatherSettings(provider="open-meteo")
+    first = weather_provider("openai", auto)
+    assert isinstance(first, OpenMeteoProvider)
+    assert weather_provider("azure_openai", forced) is first, "same settings: same provider and cache"
+    assert weather_provider("offline", auto) is weather_provider("openai", WeatherSettings(provider="offline"))
+    assert weather_provider("openai", WeatherSettings(cache_s=5)) is not first
+
+
+# ------------------------------------------------------------------------------------------ per request, shared agents
+
+
+async def test_provider_is_chosen_per_request_and_agents_are_built_once_per_choice(
+    fake: FakeOpenMeteo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llm.offline import OfflineChatClient
+    from settings import model_settings
+    from streaming.events import Done, ToolResult
+    from streaming.request import RunRequest
+    from streaming.runners import _agents, run_agent
+
+    monkeypatch.setenv("GEOCODING_API_BASE_URL", fake.geocoding_url)
+    monkeypatch.setenv("WEATHER_API_BASE_URL", fake.weather_url)
+    monkeypatch.setenv("WEATHER_PROVIDER", "open-meteo")
+    client, model = OfflineChatClient(delay=0), model_settings({"MODEL_PROVIDER": "offline"})
+
+    async def source_of_one_run() -> str:
+        events = [e async for e in run_agent(RunRequest("Weather in Tokyo?"), client, model)]
+        assert isinstance(events[-1], Done)
+        (result,) = [e for e in events if isinstance(e, ToolResult)]
+        return result.result["source"]
+
+    _agents.cache_clear()
+    assert [await source_of_one_run() for _ in range(3)] == [SOURCE] * 3
+    assert (_agents.cache_info().misses, _agents.cache_info().currsize) == (1, 1)
+    monkeypatch.setenv("WEATHER_PROVIDER", "offline")  # no restart needed
+    assert await source_of_one_run() == "offline sample data"
+    assert await source_of_one_run() == "offline sample data"
+    assert (_agents.cache_info().misses, _agents.cache_info().currsize) == (2, 2)
