@@ -86,8 +86,9 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def paced_app() -> Iterator[AppServer]:
-    """The offline model at 30 ms a word: an answer takes about a second."""
-    with AppServer({"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": "30"}) as server:
+    """The offline model at 60 ms a word: an answer takes about two seconds,
+    long enough to watch it grow (and to stop it) on a loaded machine."""
+    with AppServer({"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": "60"}) as server:
         yield server
 
 
@@ -203,7 +204,7 @@ def test_stop_aborts_the_stream(paced_app: AppServer, open_chat) -> None:
     expect(page.get_by_role("button", name="Send")).to_be_enabled()
     expect(page.get_by_role("button", name="Stop")).to_be_disabled()
     assert [r.url for r in failed] == [f"{paced_app.url}/api/agent/stream"]
-    page.wait_for_timeout(1200)  # the rest of the answer would have arrived by now
+    page.wait_for_timeout(2500)  # the rest of the answer would have arrived by now
     expect(page.get_by_test_id("done-info")).to_have_count(0)
     assert "(Offline sample data" not in page.get_by_test_id("agent-text").text_content()
     assert page.evaluate("chatApp.history") == []

@@ -232,7 +232,7 @@ def model_app(fake: FakeOpenAI, window: str) -> AppServer:
 
 
 def test_a_run_outlives_its_client_for_the_window_then_is_cancelled(fake: FakeOpenAI) -> None:
-    answer = " ".join(f"w{i}" for i in range(200))
+    answer = " ".join(f"w{i}" for i in range(1000))  # 20 s: the model is still writing when the window ends
     with fake.fresh():
         fake.enqueue(text_response(answer, delay=0.02))
         app = model_app(fake, "1")
@@ -242,8 +242,8 @@ def test_a_run_outlives_its_client_for_the_window_then_is_cancelled(fake: FakeOp
                 left = time.monotonic()
                 time.sleep(0.5)
                 assert fake.open_streams == 1 and fake.cancelled_streams == 0, "cancelled inside the window"
-                assert fake.wait_until(lambda f: f.cancelled_streams == 1, 3.0), "not cancelled after the window"
-                assert 0.9 < time.monotonic() - left < 2.5
+                assert fake.wait_until(lambda f: f.cancelled_streams == 1, 8.0), "not cancelled after the window"
+                assert 0.9 < time.monotonic() - left < 8.0  # a 1 s window, with room for a loaded machine
                 assert fake.wait_for_no_open_streams(2.0)
                 # A client coming back now reads what there was, and the run's end.
                 late = client.get(

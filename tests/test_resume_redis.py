@@ -194,28 +194,34 @@ def model_values(fake: FakeOpenAI, redis_url: str, window: str) -> dict[str, str
     }
 
 
+WINDOW_S = 2
+
+
 @pytest.fixture(scope="module")
 def model_pair(fake: FakeOpenAI, redis_server: RedisServer) -> Iterator[tuple[AppServer, AppServer]]:
-    """Two instances on ``fake``, sharing ``redis_server``, with a 1 s resume window."""
-    values = model_values(fake, redis_server.url, "1")
+    """Two instances on ``fake``, sharing ``redis_server``, with a 2 s resume
+    window: short for a test, long enough that a loaded machine reconnects
+    within it."""
+    values = model_values(fake, redis_server.url, str(WINDOW_S))
     with AppServer(values) as one, AppServer(values) as two:
         yield one, two
 
 
 def test_the_window_expiring_cancels_the_model_call(fake: FakeOpenAI, model_pair: tuple[AppServer, AppServer]) -> None:
     with fake.fresh():
-        fake.enqueue(text_response(" ".join(f"w{i}" for i in range(200)), delay=0.02))
+        # 20 s of answer: the model is still writing when the window runs out.
+        fake.enqueue(text_response(" ".join(f"w{i}" for i in range(1000)), delay=0.02))
         with httpx.Client(base_url=model_pair[0].url) as client:
             cut(client, AGENT, 3)
             left = time.monotonic()
-            assert fake.wait_until(lambda f: f.cancelled_streams == 1, 4.0), "not cancelled after the window"
-            assert time.monotonic() - left > 0.9
+            assert fake.wait_until(lambda f: f.cancelled_streams == 1, WINDOW_S + 8), "not cancelled after the window"
+            assert time.monotonic() - left > WINDOW_S - 0.1
 
 
 def test_a_reader_on_another_instance_keeps_the_run_going(
     fake: FakeOpenAI, model_pair: tuple[AppServer, AppServer]
 ) -> None:
-    answer = " ".join(f"w{i}" for i in range(120))  # about 3.6 s at 30 ms a word: past the 1 s window
+    answer = " ".join(f"w{i}" for i in range(250))  # about 7.5 s at 30 ms a word: well past the window
     one, two = model_pair
     with fake.fresh():
         fake.enqueue(text_response(answer, delay=0.03))
