@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.agui_support import run_input, user
 from tests.support import ROOT, hermetic_environ, parse_sse
 
 pytestmark = pytest.mark.worker313
@@ -177,6 +178,35 @@ def test_an_invocation_streams_through_the_workers_server(worker: Worker) -> Non
     assert names[0] == "agent_started" and names[-1] == "done"
     assert "tool_call" in names and "tool_result" in names
     assert "Oslo" in "".join(e.data["text"] for e in events if e.event == "message")
+
+
+def test_an_agui_run_streams_token_by_token_under_the_worker(worker: Worker) -> None:
+    """AG-UI goes through the same streaming server: the worker answers the
+    invocation while the body still streams, and the text comes in pieces."""
+    uri = worker.init["capabilities"]["HttpUri"]
+    invocation_id = worker.invoke("agui_agent", "POST", "/api/agent/ag-ui")
+    body = run_input([user("What is the weather in Oslo?")])
+    answered_at = None
+    lines: list[str] = []
+    with (
+        httpx.Client(base_url=uri, timeout=30) as client,
+        client.stream("POST", "/api/agent/ag-ui", json=body, headers={"x-ms-invocation-id": invocation_id}) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            lines.append(line)
+            if answered_at is None and not worker.lines.empty():
+                answered_at = len(lines)
+    assert worker.next() == {"invocation_id": invocation_id, "status": "Success", "error": ""}
+    assert answered_at is not None and answered_at < len(lines)
+    events = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    types = [e["type"] for e in events]
+    assert types[0] == "RUN_STARTED" and types[-1] == "RUN_FINISHED"
+    assert events[0]["threadId"] == body["threadId"] and events[0]["runId"] == body["runId"]
+    assert "TOOL_CALL_RESULT" in types
+    pieces = [e["delta"] for e in events if e["type"] == "TEXT_MESSAGE_CONTENT"]
+    assert len(pieces) > 5 and "Oslo" in "".join(pieces)
 
 
 def test_a_run_resumes_under_the_worker(worker: Worker) -> None:
