@@ -44,7 +44,7 @@ from streaming.events import (
     ToolCall,
     ToolResult,
 )
-from streaming.request import RequestError
+from streaming.request import RequestError, json_body
 
 #: The AG-UI version this module speaks, sent on ``RUN_STARTED`` (the spec
 #: requires it; the package does not add it). A test holds it equal to
@@ -78,24 +78,6 @@ class AGUIRunRequest:
 
     def to_messages(self) -> list[Any]:
         return list(self.messages)
-
-
-def _json_body(body: bytes, content_type: str | None, limits: StreamSettings) -> Any:
-    media_type = (content_type or "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json":
-        raise RequestError(
-            415, "unsupported_media_type", "Send the request as JSON with 'Content-Type: application/json'."
-        )
-    if len(body) > limits.max_body_bytes:
-        raise RequestError(413, "body_too_large", f"The request body is larger than {limits.max_body_bytes} bytes.")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise RequestError(400, "invalid_encoding", "The request body must be UTF-8.") from None
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        raise RequestError(400, "invalid_json", "The request body is not valid JSON.") from None
 
 
 _PROBLEMS = {
@@ -285,7 +267,7 @@ def parse_run_input(
     from ag_ui.core import RunAgentInput
     from pydantic import ValidationError
 
-    data = _json_body(body, content_type, limits)
+    data = json_body(body, content_type, limits)
     if not isinstance(data, dict):
         raise RequestError(400, "invalid_body", "The request body must be a JSON object: an AG-UI RunAgentInput.")
     try:

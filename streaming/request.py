@@ -101,8 +101,9 @@ def _history(value: Any, limits: StreamSettings) -> tuple[Turn, ...]:
     return tuple(turns)
 
 
-def parse_body(body: bytes, content_type: str | None, limits: StreamSettings) -> RunRequest:
-    """Validate a POST body. Pure: no I/O, so it can be fuzzed."""
+def json_body(body: bytes, content_type: str | None, limits: StreamSettings) -> Any:
+    """The JSON a POST body holds, every protocol's first step: the media
+    type, the size, UTF-8, then JSON, each refused with its own 4xx."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type not in JSON_TYPES:
         raise RequestError(
@@ -117,9 +118,14 @@ def parse_body(body: bytes, content_type: str | None, limits: StreamSettings) ->
     except UnicodeDecodeError:
         raise RequestError(400, "invalid_encoding", "The request body must be UTF-8.") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except (ValueError, RecursionError):
         raise RequestError(400, "invalid_json", "The request body is not valid JSON.") from None
+
+
+def parse_body(body: bytes, content_type: str | None, limits: StreamSettings) -> RunRequest:
+    """Validate a POST body. Pure: no I/O, so it can be fuzzed."""
+    data = json_body(body, content_type, limits)
     if not isinstance(data, dict):
         raise RequestError(400, "invalid_body", 'The request body must be a JSON object like {"message": "..."}.')
     if "message" not in data:
