@@ -165,7 +165,8 @@ class BenchServer:
         self.port = 0
         self._dir = tempfile.TemporaryDirectory(prefix="bench-")
         settings = Path(self._dir.name) / "local.settings.json"
-        settings.write_text(json.dumps({"Values": {"STREAM_AUTH_LEVEL": "anonymous", **values}}))
+        values = {"STREAM_AUTH_LEVEL": "anonymous", "WEATHER_PROVIDER": "offline", **values}
+        settings.write_text(json.dumps({"Values": values}))
         self._port_file = Path(self._dir.name) / "port"
         self._log = (Path(self._dir.name) / "server.log").open("wb")
         args = ["--port-file", str(self._port_file), "--settings", str(settings), "--http", http]
@@ -234,9 +235,12 @@ def inprocess_runner(kind: str, client: Any) -> Callable[[], Awaitable[int]]:
 
     from settings import run_limits
     from streaming.runners import _agents
+    from tools import OfflineWeatherProvider
     from workflows import build_research_workflow
 
-    agent, researcher, writer = _agents(client, run_limits().max_output_tokens)
+    # The offline sample weather, as the app under test uses (WEATHER_PROVIDER=offline below):
+    # the benchmark measures the streaming layer, not a weather service.
+    agent, researcher, writer = _agents(client, OfflineWeatherProvider(), run_limits().max_output_tokens)
 
     async def agent_run() -> int:
         return sum([1 async for update in agent.run(MESSAGES["agent"], stream=True) if update.text])

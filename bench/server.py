@@ -42,11 +42,11 @@ async def _message(request: Request) -> str:
 async def seed_agent(request: Request) -> Response:
     import llm
     from settings import run_limits
-    from streaming.runners import _agents  # the app's own agents for this client: same model, same tool
+    from streaming.runners import _shared_agents  # the app's own agents for this client: same model, same tool
 
     message = await _message(request)
-    client, _ = llm.chat_client()
-    agent = _agents(client, run_limits().max_output_tokens)[0]
+    client, model = llm.chat_client()
+    agent = _shared_agents(client, model, run_limits().max_output_tokens)[0]
 
     async def generate() -> AsyncIterator[str]:
         async for chunk in agent.run(message, stream=True):
@@ -61,12 +61,12 @@ async def seed_workflow(request: Request) -> Response:
 
     import llm
     from settings import run_limits
-    from streaming.runners import _agents
+    from streaming.runners import _shared_agents
     from workflows import build_research_workflow
 
     message = await _message(request)
-    client, _ = llm.chat_client()
-    workflow = build_research_workflow(*_agents(client, run_limits().max_output_tokens)[1:])  # one per request
+    client, model = llm.chat_client()
+    workflow = build_research_workflow(*_shared_agents(client, model, run_limits().max_output_tokens)[1:])
 
     async def generate() -> AsyncIterator[str]:
         async for event in workflow.run(message, stream=True):
