@@ -80,6 +80,11 @@ def error_response(status: int, code: str, message: str, run_id: str | None = No
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
+def store_unavailable() -> Response:
+    """What a start or a resume gets while the run store (Redis) is down."""
+    return error_response(503, "store_unavailable", "The stream store (STREAM_STORE_URL) cannot be reached.")
+
+
 async def stream_run(req: Request, runner: Runner, protocol: WireProtocol | None = None) -> Response:
     """Validate ``req``, then stream ``runner``'s events (in ``protocol``'s
     format when given). Whatever fails before the stream starts is a JSON
@@ -208,7 +213,7 @@ async def start_stream(
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()  # never started: nothing to cancel, but do not leave it to the garbage collector
-        return error_response(503, "store_unavailable", "The stream store (STREAM_STORE_URL) cannot be reached.")
+        return store_unavailable()
     if slot is not None:
         run.add_cleanup(slot.release)  # also when the run is cancelled before ``produce`` began (idempotent)
     return EventStreamResponse(
@@ -256,8 +261,8 @@ async def _resume(req: Request, cursor: str, *, token: str | None, strict: bool)
         run = await store.open_run(token, after)
     except StoreUnavailable as exc:
         logger.error("resume refused: the run store is unavailable (%s)", one_line(exc))
-        return error_response(503, "store_unavailable", "The stream store (STREAM_STORE_URL) cannot be reached.")
-    ended_by = run.terminal_seq if run is not None and run.terminal_seq is not None else None
+        return store_unavailable()
+    ended_by = run.terminal_seq if run is not None else None
     if run is None or after < run.base or after > run.last_seq or (ended_by is not None and after >= ended_by):
         return Response(status_code=204)  # unknown, expired, or nothing after it: EventSource stops for good
     logger.info("run %s: resumed after event %d (%s)", run.run_id, after, req.url.path)
