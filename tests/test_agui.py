@@ -34,7 +34,15 @@ from tests.agui_support import (
     run_input,
     user,
 )
-from tests.fake_openai import FakeOpenAI, error_response, hang, text_response, tool_call_response
+from tests.fake_openai import (
+    FakeOpenAI,
+    ResponseWriter,
+    ScriptedResponse,
+    error_response,
+    hang,
+    text_response,
+    tool_call_response,
+)
 from tests.support import AppServer
 
 LIMITS = StreamSettings(max_message_chars=200, max_body_bytes=4096, max_history_messages=6)
@@ -433,8 +441,26 @@ def test_bad_requests_over_http(offline_client: httpx.Client) -> None:
 # ------------------------------------------------------------------------------------------ over the model's wire
 
 KEY = "test-key-agui"
-# 20 s of model output at 0.05 s a chunk: still being written when a loaded machine reads the first piece.
-LONG_ANSWER = " ".join(f"word{i}" for i in range(400))
+
+
+class EndlessAnswer(ScriptedResponse):
+    """A model that keeps writing, one word every ``delay``, until its caller
+    hangs up: it is still writing when the first word reaches the client
+    however slow the machine is (a finite answer can be over by then)."""
+
+    def __init__(self, delay: float = 0.05) -> None:
+        self.delay = delay
+        self.words_sent = 0
+
+    async def play(self, writer: ResponseWriter) -> None:
+        role, word = text_response(["word0"]).chunks(writer)[:2]
+        await writer.start(200)
+        await writer.send_event(role)
+        while True:
+            await writer.sleep(self.delay)
+            word["choices"][0]["delta"]["content"] = f" word{self.words_sent}"
+            await writer.send_event(word)
+            self.words_sent += 1
 
 
 @pytest.fixture(scope="module")
@@ -523,7 +549,7 @@ def test_bad_input_never_reaches_the_model(fake: FakeOpenAI, model_app) -> None:
 
 
 def test_text_arrives_token_by_token_and_leaving_stops_the_model(fake: FakeOpenAI, model_app) -> None:
-    fake.enqueue(text_response(LONG_ANSWER, delay=0.05))
+    fake.enqueue(EndlessAnswer())
     body = json.dumps(run_input([user("Tell me a long story")])).encode()
     with (
         httpx.Client(timeout=10) as client,
@@ -532,11 +558,15 @@ def test_text_arrives_token_by_token_and_leaving_stops_the_model(fake: FakeOpenA
         ) as response,
     ):
         assert response.status_code == 200
+        seen = []
         for line in response.iter_lines():
+            seen.append(line)
             if line.startswith("data: ") and json.loads(line[6:])["type"] == "TEXT_MESSAGE_CONTENT":
                 break
-        # The first piece of text is here while the model is still writing the rest.
-        assert fake.open_streams == 1
+        # The first piece of text is here while the model is still writing the rest (an answer
+        # without end: only the app can have closed it, and the client has not left yet).
+        assert (fake.open_streams, fake.cancelled_streams, len(fake.requests)) == (1, 0, 1), (seen, fake.errors)
+        assert json.loads(seen[-1][6:])["delta"].strip() == "word0"
     closed_at = time.monotonic()
     assert fake.wait_until(lambda f: f.cancelled_streams >= 1, 2.0), "the model call was not cancelled"
     assert time.monotonic() - closed_at < 2.0
