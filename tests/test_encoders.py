@@ -59,6 +59,16 @@ def test_text_separates_agents_and_shows_errors() -> None:
 
 
 @pytest.mark.parametrize(
+    ("finish_reason", "ending"), [("stop", "\n"), ("length", "\n[cut short: the model reached its length limit]\n")]
+)
+def test_text_says_when_the_answer_was_cut_at_the_length_limit(finish_reason: str, ending: str) -> None:
+    encoder = TextEncoder()
+    done = Done("openai", "gpt", finish_reason=finish_reason)
+    out = encoder.encode(1, TextDelta("The weather in Oslo is", "weather")) + encoder.encode(2, done)
+    assert out.decode() == "The weather in Oslo is" + ending
+
+
+@pytest.mark.parametrize(
     ("accept", "expected"),
     [
         (None, SSEEncoder),

@@ -50,6 +50,16 @@ CASES = {
         "The model service does not know the configured model or deployment.",
     ),
     "400": (_status(openai.BadRequestError, 400), 502, "upstream_rejected", "The model service rejected the request."),
+    "400-content-filter": (  # Azure's filter refusing the prompt; the framework wraps it in its own exception
+        openai.BadRequestError(
+            "filtered",
+            response=httpx.Response(400, request=_request()),
+            body={"code": "content_filter", "message": "The response was filtered"},
+        ),
+        400,
+        "content_filtered",
+        "The model service's content filter blocked this request. Rewording the message may help.",
+    ),
     "500": (_status(openai.InternalServerError, 500), 502, "upstream_error", "The model service failed to answer."),
     "418": (_status(openai.APIStatusError, 418), 502, "upstream_error", "The model service failed to answer."),
     "timeout": (

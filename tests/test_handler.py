@@ -59,8 +59,10 @@ async def call(
     query: str = "",
     send_hook: Callable[[dict[str, Any]], Any] | None = None,
     client_leaves: Callable[[], Any] | None = None,
+    stalls: bool = False,
 ) -> Reply:
-    """One request through ``app`` as an ASGI server makes it."""
+    """One request through ``app`` as an ASGI server makes it (``stalls``:
+    the client sends ``body`` as the first part of a longer one, then nothing)."""
     headers = {"host": "127.0.0.1:7071", **(headers or {})}  # every HTTP/1.1 request names its host
     if method == "POST":
         headers = {"content-length": str(len(body)), **headers}
@@ -85,7 +87,7 @@ async def call(
         nonlocal delivered
         if not delivered:
             delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": stalls}
         if client_leaves is None:
             await asyncio.Event().wait()  # the client stays
         await client_leaves()
@@ -148,6 +150,18 @@ async def test_a_declared_length_over_the_limit_is_refused_unread(app: Any) -> N
         app, "POST", AGENT, body=b"", headers={"content-type": "application/json", "content-length": "262145"}
     )
     assert (reply.status, reply.json()["error"]["code"]) == (413, "body_too_large")
+
+
+async def test_a_body_that_stops_arriving_gets_408_and_the_connection_closed(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BODY_READ_TIMEOUT_SECONDS", "0.2")
+    reply = await call(
+        app, "POST", AGENT, body=b'{"message": "Os', headers={"content-type": "application/json"}, stalls=True
+    )
+    assert (reply.status, reply.json()["error"]["code"]) == (408, "body_timeout")
+    assert reply.json()["error"]["message"] == "The request body did not arrive within 0.2 seconds."
+    assert reply.headers["connection"] == "close"  # the rest of the body, if it ever comes, is not read
 
 
 async def test_a_content_length_that_is_not_a_number_is_a_400(app: Any) -> None:
