@@ -214,3 +214,64 @@ async def test_coalesce_window_lets_tokens_arriving_right_behind_share_a_write()
     assert b"".join(at_once).count(b"\n\n") == b"".join(coalesced).count(b"\n\n") == 11
     assert len(at_once) >= 8, "without a window each token is written as it comes"
     assert len(coalesced) <= 2
+
+
+class ModelStream:
+    """An async iterator that is not a generator (an SDK stream, say): it
+    holds a connection until ``aclose``, which takes a moment of its own."""
+
+    def __init__(self, *, close_hangs: bool = False) -> None:
+        self.close_hangs = close_hangs
+        self.closed = asyncio.Event()
+
+    def __aiter__(self) -> ModelStream:
+        return self
+
+    async def __anext__(self) -> TextDelta:
+        await asyncio.Event().wait()  # the model is thinking
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        await asyncio.sleep(0.01)  # the connection's goodbye
+        if self.close_hangs:
+            await asyncio.Event().wait()
+        self.closed.set()
+
+
+async def test_a_reader_leaving_closes_the_source_even_while_the_run_is_cancelled() -> None:
+    stream = ModelStream()
+    gone = asyncio.Event()
+
+    async def receive():
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        pass
+
+    task = asyncio.create_task(EventStreamResponse(stream, heartbeat_s=10)(SCOPE, receive, send))
+    await asyncio.sleep(0.05)
+    gone.set()
+    await asyncio.wait_for(task, 5)
+    await asyncio.wait_for(stream.closed.wait(), 5)
+
+
+async def test_a_source_whose_close_hangs_does_not_hold_the_run() -> None:
+    stream = ModelStream(close_hangs=True)
+    gone = asyncio.Event()
+
+    async def receive():
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        pass
+
+    response = EventStreamResponse(stream, heartbeat_s=10)
+    task = asyncio.create_task(response(SCOPE, receive, send))
+    await asyncio.sleep(0.05)
+    gone.set()
+    await asyncio.wait_for(task, 10)
+    ended, _ = await asyncio.wait({response.run.task}, timeout=10)
+    assert ended, "the run's close is bounded, whatever the source does"
+    assert not stream.closed.is_set()
