@@ -494,3 +494,58 @@ async def test_a_client_that_leaves_is_logged_under_the_run_id(
     assert b"event: done" not in reply.body
     left = [r.getMessage() for r in caplog.records if "disconnected" in r.getMessage()]
     assert left and all(f"run {reply.headers['x-run-id']}" in line for line in left), left
+
+
+# ------------------------------------------------------------------------------ resuming a run
+
+
+def sse(reply: Reply) -> list[Any]:
+    return parse_sse(reply.body.decode().splitlines())
+
+
+async def finished_run(app: Any) -> tuple[str, list[Any], str]:
+    """A whole run: its token, its events and its run id."""
+    reply = await call(app, "GET", AGENT, query="message=Weather%20in%20Oslo")
+    assert reply.status == 200
+    return reply.headers["x-run-token"], sse(reply), reply.headers["x-run-id"]
+
+
+async def test_a_run_resumes_from_after_any_event_it_sent(app: Any) -> None:
+    token, events, run_id = await finished_run(app)
+    assert len(events) > 4 and [e.id for e in events] == [f"{token}:{n}" for n in range(1, len(events) + 1)]
+    runs = f"/api/runs/{token}/stream"
+    by_header = await call(app, "GET", runs, headers={"last-event-id": events[2].id})
+    assert by_header.status == 200 and sse(by_header) == events[3:]
+    assert (by_header.headers["x-run-token"], by_header.headers["x-run-id"]) == (token, run_id)
+    assert sse(await call(app, "GET", runs, query=f"after={events[1].id}")) == events[2:]
+    assert sse(await call(app, "GET", runs)) == events, "neither: the whole run from its start"
+    # An EventSource on the stream endpoint reconnects with the id alone.
+    again = await call(app, "GET", AGENT, query="message=Weather%20in%20Oslo", headers={"last-event-id": events[0].id})
+    assert again.status == 200 and sse(again) == events[1:]
+
+
+async def test_a_resume_with_nothing_after_it_or_of_no_known_run_is_204(app: Any) -> None:
+    token, events, _ = await finished_run(app)
+    runs = f"/api/runs/{token}/stream"
+    for cursor in (events[-1].id, f"{token}:{len(events) + 5}", "unknowntoken:1"):
+        reply = await call(app, "GET", AGENT, query="message=Oslo", headers={"last-event-id": cursor})
+        assert (reply.status, reply.body) == (204, b""), cursor
+    assert (await call(app, "GET", runs, headers={"last-event-id": events[-1].id})).status == 204
+    assert (await call(app, "GET", "/api/runs/unknowntoken/stream")).status == 204
+
+
+@pytest.mark.parametrize("cursor", ["7", "tok:", ":3", "tok:x", "tok:-1", "other:1"])
+async def test_the_runs_route_refuses_an_id_that_is_not_one_of_this_run_s(app: Any, cursor: str) -> None:
+    reply = await call(app, "GET", "/api/runs/tok/stream", headers={"last-event-id": cursor})
+    assert (reply.status, reply.json()["error"]) == (
+        400,
+        {"code": "invalid_event_id", "message": "The event id must be one this run sent, like '<run token>:<n>'."},
+    )
+
+
+async def test_a_resume_with_a_bad_setting_is_a_503_naming_it(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    token, events, _ = await finished_run(app)
+    monkeypatch.setenv("HEARTBEAT_SECONDS", "often")
+    reply = await call(app, "GET", f"/api/runs/{token}/stream", headers={"last-event-id": events[0].id})
+    assert (reply.status, reply.json()["error"]["code"]) == (503, "invalid_setting")
+    assert "HEARTBEAT_SECONDS" in reply.json()["error"]["message"]
