@@ -549,3 +549,12 @@ async def test_a_resume_with_a_bad_setting_is_a_503_naming_it(app: Any, monkeypa
     reply = await call(app, "GET", f"/api/runs/{token}/stream", headers={"last-event-id": events[0].id})
     assert (reply.status, reply.json()["error"]["code"]) == (503, "invalid_setting")
     assert "HEARTBEAT_SECONDS" in reply.json()["error"]["message"]
+
+
+async def test_with_the_run_store_down_a_start_and_a_resume_are_503(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_STORE_URL", "redis://127.0.0.1:9/0")  # the discard port: nothing listens
+    unavailable = {"code": "store_unavailable", "message": "The stream store (STREAM_STORE_URL) cannot be reached."}
+    start = await call(app, "GET", AGENT, query="message=Oslo")
+    assert (start.status, start.json()["error"]) == (503, unavailable)
+    resume = await call(app, "GET", "/api/runs/tok/stream", headers={"last-event-id": "tok:1"})
+    assert (resume.status, resume.json()["error"]) == (503, unavailable)
