@@ -558,3 +558,50 @@ async def test_with_the_run_store_down_a_start_and_a_resume_are_503(app: Any, mo
     assert (start.status, start.json()["error"]) == (503, unavailable)
     resume = await call(app, "GET", "/api/runs/tok/stream", headers={"last-event-id": "tok:1"})
     assert (resume.status, resume.json()["error"]) == (503, unavailable)
+
+
+# ------------------------------------------------------------------------------ methods, protocols, capacity
+
+
+async def test_the_ag_ui_route_speaks_ag_ui_in_process(app: Any) -> None:
+    from tests.agui_support import run_input, user
+
+    body = run_input([user("Weather in Oslo?")])
+    reply = await call(app, "POST", "/api/agent/ag-ui", **post_json(body))
+    assert reply.status == 200 and reply.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[6:]) for line in reply.body.decode().splitlines() if line.startswith("data: ")]
+    assert events[0]["type"] == "RUN_STARTED" and events[0]["threadId"] == body["threadId"]
+    assert events[-1]["type"] == "RUN_FINISHED" and "Oslo" in "".join(e.get("delta", "") for e in events)
+
+
+async def test_head_is_a_405_naming_the_allowed_methods_and_starts_no_run(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The route is GET and POST; the framework lets HEAD through with GET."""
+
+    def no_model(*_: Any) -> Any:
+        raise AssertionError("HEAD must not run the agent")
+
+    monkeypatch.setattr(llm, "chat_client", no_model)
+    reply = await call(app, "HEAD", AGENT, query="message=Oslo")
+    assert (reply.status, reply.headers["allow"]) == (405, "GET, POST")  # a server sends HEAD no body
+
+
+async def test_past_max_concurrent_runs_a_start_is_a_429_with_retry_after(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_CONCURRENT_RUNS", "1")
+    monkeypatch.setenv("OFFLINE_MODEL_DELAY_MS", "200")
+    leave = asyncio.Event()
+    first = asyncio.create_task(call(app, "GET", AGENT, query="message=Oslo", client_leaves=leave.wait))
+    try:
+        await asyncio.sleep(0.3)
+        reply = await call(app, "GET", AGENT, query="message=Paris")
+        assert (reply.status, reply.headers["retry-after"]) == (429, "5")
+        assert reply.json()["error"] == {
+            "code": "too_many_runs",
+            "message": "This instance is running as many streams as it allows. Try again shortly.",
+        }
+    finally:
+        leave.set()
+        await first
