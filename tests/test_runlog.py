@@ -129,3 +129,65 @@ async def test_a_reader_on_another_instance_keeps_the_run_going_and_a_lost_store
     await asyncio.wait_for(run.task, 5)  # the next look (a second later) finds no store: cancelled
     assert answers == [] and run.remote_readers == 0
     assert run.events[-1] == Error("cancelled", run.events[-1].message)
+
+
+async def finished(store: MemoryStore, count: int) -> list[Run]:
+    """``count`` runs started and finished one after the other."""
+
+    async def answer(emit) -> None:
+        emit(TextDelta("hi", "agent"))
+
+    runs = []
+    for i in range(count):
+        run = await store.start_run(run_id=f"r{i}", window_s=0.0, producer=answer)
+        await asyncio.wait_for(run.task, 5)
+        await asyncio.sleep(0.01)  # the run's cleanups (its place in the store) come right after
+        runs.append(run)
+    return runs
+
+
+async def test_finished_runs_stay_for_their_retention_then_go() -> None:
+    store = MemoryStore()
+    store.runs.configure(retention_s=1.0, max_runs=100, max_run_bytes=0)
+    early = await finished(store, 2)
+    await asyncio.sleep(0.6)
+    (late,) = await finished(store, 1)
+    assert [await store.open_run(run.token) for run in [*early, late]] == [*early, late]
+    await asyncio.sleep(0.5)  # the first two are past their retention, the last is not (by half a second)
+    assert [await store.open_run(run.token) for run in [*early, late]] == [None, None, late]
+    await asyncio.sleep(0.6)
+    assert await store.open_run(late.token) is None and store.runs.runs == {}
+
+
+async def test_over_max_runs_the_oldest_finished_runs_go_first() -> None:
+    store = MemoryStore()
+    store.runs.configure(retention_s=300, max_runs=2, max_run_bytes=0)
+    runs = await finished(store, 4)
+    assert [await store.open_run(run.token) for run in runs] == [None, None, *runs[2:]]
+
+
+async def test_a_run_still_going_is_never_evicted() -> None:
+    store = MemoryStore()
+    store.runs.configure(retention_s=0.0, max_runs=1, max_run_bytes=0)
+
+    async def forever(emit) -> None:
+        await asyncio.Event().wait()
+
+    going = await store.start_run(run_id="going", window_s=0.0, producer=forever)
+    done = await finished(store, 2)
+    assert await store.open_run(going.token) is going
+    assert [await store.open_run(run.token) for run in done] == [None, None]
+    await going.cancel()
+
+
+async def test_each_run_gets_the_store_s_byte_cap() -> None:
+    store = MemoryStore()
+    store.runs.configure(retention_s=300, max_runs=10, max_run_bytes=5 * SIZE)
+
+    async def chatty(emit) -> None:
+        for event in words(30):
+            emit(event)
+
+    run = await store.start_run(run_id="r", window_s=0.0, producer=chatty)
+    await asyncio.wait_for(run.task, 5)
+    assert run.base > 0 and run.bytes <= 5 * SIZE
