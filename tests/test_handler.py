@@ -532,11 +532,21 @@ async def test_a_resume_with_nothing_after_it_or_of_no_known_run_is_204(app: Any
         assert (reply.status, reply.body) == (204, b""), cursor
     assert (await call(app, "GET", runs, headers={"last-event-id": events[-1].id})).status == 204
     assert (await call(app, "GET", "/api/runs/unknowntoken/stream")).status == 204
+    reply = await call(
+        app, "GET", f"/api/runs/{LONG_TOKEN}/stream", headers={"last-event-id": f"{LONG_TOKEN}:999999999"}
+    )
+    assert reply.status == 204, "an id of the longest form is looked up (and not found), not refused"
 
 
-@pytest.mark.parametrize("cursor", ["7", "tok:", ":3", "tok:x", "tok:-1", "other:1"])
+LONG_TOKEN = "t" * 64  # the longest token an id may carry (ours are 22 characters)
+
+
+@pytest.mark.parametrize(
+    "cursor", ["7", "tok:", ":3", "tok:x", "tok:-1", "other:1", f"{LONG_TOKEN}x:1", f"{LONG_TOKEN}:1234567890"]
+)
 async def test_the_runs_route_refuses_an_id_that_is_not_one_of_this_run_s(app: Any, cursor: str) -> None:
-    reply = await call(app, "GET", "/api/runs/tok/stream", headers={"last-event-id": cursor})
+    token = cursor.partition(":")[0] if cursor.startswith(LONG_TOKEN) else "tok"
+    reply = await call(app, "GET", f"/api/runs/{token}/stream", headers={"last-event-id": cursor})
     assert (reply.status, reply.json()["error"]) == (
         400,
         {"code": "invalid_event_id", "message": "The event id must be one this run sent, like '<run token>:<n>'."},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from streaming.events import Error, TextDelta
+from streaming.events import Error, TextDelta, ToolResult
 from streaming.runlog import MemoryStore, Run, approx_size
 
 WORD = "x" * 40  # every event the same size: approx_size(TextDelta(WORD, ...))
@@ -97,7 +97,7 @@ async def test_a_run_nobody_comes_back_to_is_cancelled_when_its_window_ends() ->
     await run.detach(reader)
     await asyncio.wait_for(run.task, 5)
     assert run.cut_short and isinstance(run.events[-1], Error) and run.events[-1].code == "cancelled"
-    assert run.events[-1].message, "the error says why"
+    assert run.events[-1].message == "The run was cancelled: no client was reading it."
 
 
 async def test_a_reader_on_another_instance_keeps_the_run_going_and_a_lost_store_does_not() -> None:
@@ -191,3 +191,11 @@ async def test_each_run_gets_the_store_s_byte_cap() -> None:
     run = await store.start_run(run_id="r", window_s=0.0, producer=chatty)
     await asyncio.wait_for(run.task, 5)
     assert run.base > 0 and run.bytes <= 5 * SIZE
+
+
+def test_tool_results_count_against_the_cap_too() -> None:
+    run = Run(run_id="r")
+    run.max_bytes = 10_000
+    for i in range(50):
+        run.append(ToolResult("agent", f"c{i}", "get_weather", {"report": "x" * 1000}, False))
+    assert run.base > 0 and run.bytes <= run.max_bytes
