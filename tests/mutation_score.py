@@ -62,11 +62,11 @@ def main() -> int:
         rows.append((module, count))
         if module.startswith(HELD):
             held.update(count)
-    print(f"{'module':32} {'killed':>7} {'survived':>8} {'equiv.':>6} {'not run':>7} {'score':>7}")
+    print(f"{'module':32} {'mutants':>7} {'killed':>7} {'survived':>8} {'equiv.':>6} {'not run':>7} {'score':>7}")
     for module, count in rows:
         print(
-            f"{module:32} {count['killed']:7} {count['survived']:8} {count['equivalent']:6} {count['not run']:7} "
-            f"{_score(count)}"
+            f"{module:32} {count.total():7} {count['killed']:7} {count['survived']:8} {count['equivalent']:6} "
+            f"{count['not run']:7} {_score(count)}"
         )
     print(f"\nstreaming/, settings.py, tools/, llm/: {_score(held)} killed (target {TARGET:.0%})")
     return 0

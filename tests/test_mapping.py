@@ -241,3 +241,36 @@ def test_the_end_of_a_turn_emits_the_calls_made_in_it() -> None:
     mapper = UpdateMapper()
     assert mapper.feed(update(fragment("c", "t", '{"k": 1}')), "a") == []
     assert mapper.feed(update(finish_reason="stop"), "a") == [ToolCall("a", "c", "t", {"k": 1})]
+
+
+def test_a_result_for_a_call_never_seen_keeps_the_model_s_id() -> None:
+    orphan = Content.from_function_result(call_id="call_zz", result="plain text")
+    assert UpdateMapper().feed(update(orphan, role="tool"), "a") == [
+        ToolResult("a", "call_zz", "", "plain text", False)
+    ]
+
+
+def test_text_in_the_same_update_as_a_call_or_the_finish_is_kept() -> None:
+    mapper = UpdateMapper()
+    looking, up = Content.from_text("Looking"), Content.from_text(" up")
+    events = mapper.feed(update(looking, call("c1", arguments="{}"), up), "a")
+    assert events == [TextDelta("Looking", "a"), ToolCall("a", "c1", "get_weather", {}), TextDelta(" up", "a")]
+    assert mapper.feed(update(Content.from_text("Done."), finish_reason="stop"), "a") == [TextDelta("Done.", "a")]
+
+
+def test_an_answer_cut_at_the_length_limit_after_a_tool_round_is_reported() -> None:
+    mapper = UpdateMapper()
+    mapper.feed(update(call("c1", arguments='{"location": "Oslo"}'), finish_reason="tool_calls"), "a")
+    mapper.feed(update(result("c1", '{"temperature_c": 3}'), role="tool"), "a")
+    mapper.feed(update(Content.from_text("Oslo is"), finish_reason="length"), "a")
+    assert mapper.done("openai", "m").finish_reason == "length"
+
+
+def test_a_call_without_a_model_id_gets_one_of_the_app_s() -> None:
+    """The framework fills a missing call id in with the content's own id:
+    that one is not the model's, so the client is shown an app id."""
+    first = call("fw-1", arguments="{}", occurrence="fw-1")
+    second = call("fw-2", arguments="{}", occurrence="fw-2")
+    mapper = UpdateMapper()
+    mapper.feed(update(first, second), "a")
+    assert [event.call_id for event in mapper.flush()] == ["call-app-1", "call-app-2"]
