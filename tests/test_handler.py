@@ -615,3 +615,40 @@ async def test_past_max_concurrent_runs_a_start_is_a_429_with_retry_after(
     finally:
         leave.set()
         await first
+
+
+async def test_a_run_gives_its_slot_back_when_it_ends(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_CONCURRENT_RUNS", "1")
+    for place in ("Oslo", "Paris", "Lima"):
+        assert (await call(app, "GET", AGENT, query=f"message={place}")).status == 200
+
+
+async def test_a_bad_store_setting_is_a_503_naming_it(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_STORE_URL", "ftp://127.0.0.1/runs")
+    reply = await call(app, "GET", AGENT, query="message=Oslo")
+    assert (reply.status, reply.json()["error"]["code"]) == (503, "invalid_setting")
+    assert "STREAM_STORE_URL" in reply.json()["error"]["message"] and "ftp" not in reply.json()["error"]["message"]
+
+
+async def test_a_resume_is_in_the_format_the_reconnecting_client_asks_for(app: Any) -> None:
+    token, events, _ = await finished_run(app)
+    asks = {"last-event-id": events[0].id, "accept": "application/x-ndjson"}
+    reply = await call(app, "GET", f"/api/runs/{token}/stream", headers=asks)
+    assert reply.status == 200 and reply.headers["content-type"].startswith("application/x-ndjson")
+    assert [json.loads(line)["id"] for line in reply.body.decode().splitlines()] == [e.id for e in events[1:]]
+
+
+async def test_a_resume_that_fails_unexpectedly_is_a_500_never_a_trace(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streaming.http
+
+    def broken(_: str) -> None:
+        raise RuntimeError("secret-detail")
+
+    monkeypatch.setattr(streaming.http, "parse_event_id", broken)
+    reply = await call(app, "GET", "/api/runs/tok/stream", headers={"last-event-id": "tok:1"})
+    assert (reply.status, reply.json()["error"]) == (
+        500,
+        {"code": "internal_error", "message": "The request failed unexpectedly."},
+    )
