@@ -375,3 +375,43 @@ def test_the_settings_error_for_a_client_that_cannot_be_built_is_exact(monkeypat
         "check the endpoint and model settings."
     )
     assert isinstance(err.value.__cause__, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("value", "store_url"),
+    [
+        ("", ""),
+        ("memory", ""),
+        ("Memory", ""),
+        ("redis://cache:6379/0", "redis://cache:6379/0"),
+        ("rediss://cache:6380/0", "rediss://cache:6380/0"),
+        ("REDISS://cache:6380", "REDISS://cache:6380"),
+    ],
+)
+def test_stream_store_url_is_memory_or_a_redis_url(value: str, store_url: str) -> None:
+    assert settings_module.resume_settings({"STREAM_STORE_URL": value}).store_url == store_url
+
+
+@pytest.mark.parametrize("value", ["http://cache:6379", "memcache", "sqlite:///runs.db?x=redis://y"])
+def test_any_other_stream_store_url_is_refused_without_echoing_it(value: str) -> None:
+    with pytest.raises(settings_module.SettingsError) as raised:
+        settings_module.resume_settings({"STREAM_STORE_URL": value})
+    assert str(raised.value) == "Setting STREAM_STORE_URL must be empty, 'memory', or a redis:// or rediss:// URL."
+
+
+def test_coalesce_ms_is_read_in_milliseconds() -> None:
+    assert settings_module.resume_settings({"COALESCE_MS": "2"}).coalesce_s == 0.002
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("YES", True), ("Off", False), ("FALSE", False)])
+def test_telemetry_flags_read_the_usual_words_in_any_case(value: str, expected: bool) -> None:
+    read = settings_module.telemetry_settings({"ENABLE_SENSITIVE_DATA": value, "OTEL_SDK_DISABLED": value})
+    assert (read.sensitive_data, read.disabled) == (expected, expected)
+
+
+def test_telemetry_is_off_and_private_by_default_and_none_asks_for_no_exporter() -> None:
+    read = settings_module.telemetry_settings({"OTEL_TRACES_EXPORTER": "None", "OTEL_METRICS_EXPORTER": "otlp"})
+    assert (read.sensitive_data, read.disabled) == (False, False)
+    assert read.otel_exporters == ("OTEL_METRICS_EXPORTER",)
+    with pytest.raises(settings_module.SettingsError, match="ENABLE_SENSITIVE_DATA must be true or false"):
+        settings_module.telemetry_settings({"ENABLE_SENSITIVE_DATA": "sometimes"})
