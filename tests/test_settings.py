@@ -415,3 +415,11 @@ def test_telemetry_is_off_and_private_by_default_and_none_asks_for_no_exporter()
     assert read.otel_exporters == ("OTEL_METRICS_EXPORTER",)
     with pytest.raises(settings_module.SettingsError, match="ENABLE_SENSITIVE_DATA must be true or false"):
         settings_module.telemetry_settings({"ENABLE_SENSITIVE_DATA": "sometimes"})
+
+
+def test_allowed_hosts_skips_blank_entries_and_never_admits_a_wildcard_bind_address() -> None:
+    hosts = settings_module.allowed_hosts({"ALLOWED_HOSTS": "one.example, ,,two.example"}, bound="::")
+    assert {"one.example", "two.example"} <= hosts and "::" not in hosts and "" not in hosts
+    with pytest.raises(settings_module.SettingsError) as raised:
+        settings_module.allowed_hosts({"ALLOWED_HOSTS": "evil.example/path"})
+    assert str(raised.value) == "Setting ALLOWED_HOSTS must be a comma-separated list of host names (or *)."
