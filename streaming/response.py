@@ -39,6 +39,8 @@ from streaming.runlog import CLOSE_TIMEOUT_S, Emit, Run
 
 logger = logging.getLogger(__name__)
 
+HOLD_S = 0.002  # the longest a write waits for events still being appended turn after turn
+
 STREAM_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
@@ -63,6 +65,20 @@ def run_of(events: AsyncIterator[StreamEvent], run_id: str) -> Run:
     run = Run(run_id=run_id)
     run.producer = relay
     return run
+
+
+async def _while_appending(run: Run, loop: asyncio.AbstractEventLoop) -> None:
+    """Give the loop back while the run appends an event on every turn (a
+    model writing faster than we can send), for at most ``HOLD_S``: those
+    events then share one write instead of a send and a task switch each. A
+    turn with nothing new (a model waiting on the network, a paced model)
+    ends it at once, so a slow stream pays one loop turn per write."""
+    seen, deadline = run.readable_seq, loop.time() + HOLD_S
+    while True:
+        await asyncio.sleep(0)
+        if run.ended or run.readable_seq == seen or loop.time() >= deadline:
+            return
+        seen = run.readable_seq
 
 
 class EventStreamResponse(StreamingResponse):
@@ -157,8 +173,13 @@ class EventStreamResponse(StreamingResponse):
                 seq = run.base
             start = seq - run.base
             if seq < run.readable_seq:
-                if self.coalesce_s > 0 and not run.ended:
-                    await asyncio.sleep(self.coalesce_s)  # let tokens arriving right behind share this write
+                if not run.ended:
+                    if self.coalesce_s > 0:
+                        await asyncio.sleep(self.coalesce_s)  # let tokens arriving right behind share this write
+                    else:
+                        await _while_appending(run, loop)
+                    if seq < run.base:
+                        seq = run.base
                     start = seq - run.base
                 pending = run.events[start : run.readable_seq - run.base]
                 chunks = []
