@@ -228,6 +228,20 @@ async def test_tokens_written_turn_after_turn_share_a_write_and_paced_ones_do_no
     assert len(slow) >= 5, "a token that waited for the model is written as it comes"
 
 
+async def test_tokens_coming_in_bursts_a_few_turns_apart_share_writes() -> None:
+    async def bursts():
+        for b in range(10):
+            for i in range(3):  # a workflow hands on its agent's tokens a few at a time
+                yield TextDelta(f"{b}.{i}", "a")
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        yield Done("offline", "m")
+
+    writes = await _writes_of(bursts)
+    assert b"".join(writes).count(b"\n\n") == 31
+    assert len(writes) <= 5, "once tokens come in bursts, a write waits a few quiet turns for the next"
+
+
 async def test_a_model_writing_on_every_turn_is_not_held_back_past_the_hold() -> None:
     async def endless(seconds: float):
         end = asyncio.get_running_loop().time() + seconds
