@@ -394,3 +394,66 @@ def test_runs_reach_application_insights_through_the_distro(tmp_path: Path) -> N
             assert not ingestion.of("MessageData")
     finally:
         ingestion.server.shutdown()
+
+
+def test_requests_refused_before_a_run_are_traced_and_counted(tmp_path: Path) -> None:
+    """Bad input, a method that starts nothing and a full instance each
+    leave a server span with the status, the error code, the run id and
+    the invocation id, and a count; none of them a run."""
+    answers: dict[str, httpx.Response] = {}
+    caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+    def refuse(client: httpx.Client) -> None:
+        stream = "/api/agent/stream"
+        parent = {"traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01"}
+        answers["invalid_json"] = client.post(
+            stream, content=b"{", headers={"content-type": "application/json", **parent}
+        )
+        answers["unsupported_media_type"] = client.post(stream, content=b"hi", headers={"content-type": "text/plain"})
+        answers["body_too_large"] = client.post(stream, json={"message": "x" * 2000})
+        answers["method_not_allowed"] = client.head(stream)
+        answers["invalid_run_input"] = client.post("/api/agent/ag-ui", json={"messages": "no"})
+        # One run holds the only slot: the next request is refused with 429.
+        with client.stream("POST", stream, json={"message": "Write a long report on the weather in Oslo"}) as held:
+            for line in held.iter_lines():
+                if line.startswith("data:"):
+                    break
+            answers["too_many_runs"] = client.post(stream, json={"message": "Weather in Oslo?"})
+
+    values = {"MAX_CONCURRENT_RUNS": "1", "MAX_BODY_BYTES": "1024", "OFFLINE_MODEL_DELAY_MS": "20"}
+    _, dump, _ = run_host(tmp_path, values, [], drive=refuse)
+    statuses = {code: response.status_code for code, response in answers.items()}
+    assert statuses == {
+        "invalid_json": 400,
+        "unsupported_media_type": 415,
+        "body_too_large": 413,
+        "method_not_allowed": 405,
+        "invalid_run_input": 400,
+        "too_many_runs": 429,
+    }
+    refused = {
+        s["attributes"]["error.type"]: s
+        for s in dump["spans"]
+        if s["kind"] == "SERVER" and "error.type" in s["attributes"]
+    }
+    assert set(refused) == set(answers)
+    for code, span in refused.items():
+        attributes = span["attributes"]
+        assert attributes["http.response.status_code"] == statuses[code]
+        assert attributes["app.run.outcome"] == "refused"
+        assert attributes["app.endpoint"] == "agent"
+        assert attributes["app.run.id"] and attributes["faas.invocation_id"] == attributes["app.run.id"]
+        assert span["status"] == "UNSET"  # the client's error, not the server's
+        assert span["name"] == f"{'HEAD' if code == 'method_not_allowed' else 'POST'} {attributes['url.path']}"
+    assert refused["too_many_runs"]["attributes"]["app.run.id"] == answers["too_many_runs"].headers["x-run-id"]
+    assert refused["invalid_run_input"]["attributes"]["url.path"] == "/api/agent/ag-ui"
+    assert f"{refused['invalid_json']['trace_id']:032x}" == caller_trace  # the caller's trace goes on
+    assert not [s for s in dump["spans"] if s["parent_id"] in {r["span_id"] for r in refused.values()}]
+
+    counted = {
+        (p["attributes"]["error.type"], p["attributes"]["http.response.status_code"]): p["value"]
+        for p in metric_points(dump, "stream.runs.refused")
+    }
+    assert counted == {(code, status): 1 for code, status in statuses.items()}
+    (started,) = metric_points(dump, "stream.runs.started")
+    assert started["value"] == 1  # only the run that held the slot started
