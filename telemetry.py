@@ -61,6 +61,10 @@ ENDPOINT = "app.endpoint"
 OUTCOME = "app.run.outcome"
 STATUS_CODE = "http.response.status_code"
 ERROR_TYPE = "error.type"
+# The error code again under the app's own name: Application Insights keeps
+# custom attributes in customDimensions but drops standard ones (error.type,
+# http.*, url.*) from there.
+ERROR_CODE = "app.error.code"
 TTFT = "app.run.time_to_first_token_ms"
 OUT_TOKENS = "gen_ai.usage.output_tokens"
 
@@ -364,6 +368,7 @@ class _Telemetry:
             OUTCOME: "refused",
             STATUS_CODE: status,
             ERROR_TYPE: code,
+            ERROR_CODE: code,
             "http.request.method": req.method,
             "url.path": path,
             "http.route": path,
@@ -489,16 +494,20 @@ class _Run(RunObserver):
         run, request, self._run = self._run, self._request, None
         code = getattr(terminal, "code", None)
         outcome = "cancelled" if terminal is None else "error" if code else "done"
-        run.set_attribute(OUTCOME, outcome)
+        # On the request span too: a stream that ended in error is still an
+        # HTTP 200, and the request row is the one an operator sees first.
+        for span in (run, request):
+            span.set_attribute(OUTCOME, outcome)
+            if code:
+                span.set_attributes({ERROR_TYPE: code, ERROR_CODE: code})
         if code:
-            run.set_attribute("error.type", code)
             run.set_status(Status(StatusCode.ERROR, code))
         usage = getattr(terminal, "usage", None) or {}
         for key, attribute in (("input_tokens", "gen_ai.usage.input_tokens"), ("output_tokens", OUT_TOKENS)):
             if isinstance(usage.get(key), int):
                 run.set_attribute(attribute, usage[key])
         state = self._state
-        attributes = {**self._metric_attributes, OUTCOME: outcome, "error.type": code or ""}
+        attributes = {**self._metric_attributes, OUTCOME: outcome, ERROR_TYPE: code or ""}
         state.finished.add(1, attributes)
         state.duration.record(time.monotonic() - self._started, attributes)
         state.active.add(-1, self._metric_attributes)
@@ -508,7 +517,7 @@ class _Run(RunObserver):
         if trace.get_current_span() is run:
             context.detach(self._token)
         run.end()
-        request.set_attribute("http.response.status_code", 200)
+        request.set_attribute(STATUS_CODE, 200)
         request.end()
 
 

@@ -210,6 +210,11 @@ def test_a_failed_run_is_an_error_span_and_counted_by_code(tmp_path: Path) -> No
     (run,) = [s for s in dump["spans"] if s["name"] == "run agent"]
     assert run["status"] == "ERROR"
     assert run["attributes"]["app.run.outcome"] == "error" and run["attributes"]["error.type"] == "timeout"
+    assert run["attributes"]["app.error.code"] == "timeout"
+    # The request span says it too: the stream was an HTTP 200 all the same.
+    (request,) = [s for s in dump["spans"] if s["span_id"] == run["parent_id"]]
+    assert request["attributes"]["app.run.outcome"] == "error" and request["attributes"]["app.error.code"] == "timeout"
+    assert request["attributes"]["http.response.status_code"] == 200
     (finished,) = metric_points(dump, "stream.runs.finished")
     assert finished["attributes"]["error.type"] == "timeout"
 
@@ -371,18 +376,27 @@ def test_runs_reach_application_insights_through_the_distro(tmp_path: Path) -> N
                 response, events = stream_events(client, "/api/agent/stream", json_body={"message": "Weather in Oslo?"})
                 assert events[-1].event == "done"
                 run_ids.append(response.headers["x-run-id"])
+            refused_id = client.post("/api/agent/stream", json={"messages": []}).headers["x-run-id"]
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 requests = [r for r in ingestion.of("RequestData") if r["properties"].get("app.run.id") in run_ids]
                 runs = [d for d in ingestion.of("RemoteDependencyData") if d["name"] == "run agent"]
                 metrics = {m["name"] for data in ingestion.of("MetricData") for m in data["metrics"]}
-                if len(requests) == len(runs) == 4 and "stream.runs.finished" in metrics:
+                refusals = [r for r in ingestion.of("RequestData") if r["properties"].get("app.run.id") == refused_id]
+                if len(requests) == len(runs) == 4 and "stream.runs.finished" in metrics and refusals:
                     break
                 time.sleep(0.2)
             assert requests, f"no request telemetry arrived; app log:\n{app.logs()}"
             assert {r["name"] for r in requests} == {"POST /api/agent/stream"}
             assert sorted(r["properties"]["app.run.id"] for r in runs) == sorted(run_ids)
             assert {r["properties"]["app.run.outcome"] for r in runs} == {"done"}
+            # A refused request, as the README's queries find it: its code among the
+            # custom dimensions (where error.type, a standard attribute, is not kept).
+            (refused,) = refusals
+            assert refused["responseCode"] == "400" and refused["success"] is False
+            assert refused["properties"]["app.run.outcome"] == "refused"
+            assert refused["properties"]["app.error.code"] == "missing_message"
+            assert "error.type" not in refused["properties"]
             # The whole run: every span, not a sample (the distro's default keeps ~5 spans a second).
             dependencies = [d["name"] for d in ingestion.of("RemoteDependencyData")]
             expected = ["run agent", "invoke_agent weather", "chat offline-demo", "execute_tool get_weather"]
