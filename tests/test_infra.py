@@ -424,3 +424,107 @@ output first string = items[0].key
     assert isinstance(value, Op) and value.op == "??"
     with pytest.raises(BicepSyntaxError):
         parse("var broken = { a: 'unterminated }\n")
+
+
+# App settings the Flex Consumption plan deprecates (its settings moved into
+# functionAppConfig, or do not apply to it): "Flex Consumption plan
+# deprecations" in Microsoft's app settings reference.
+FLEX_DEPRECATED_SETTINGS = {
+    "FUNCTIONS_EXTENSION_VERSION",
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_WORKER_RUNTIME_VERSION",
+    "FUNCTIONS_MAX_HTTP_CONCURRENCY",
+    "FUNCTIONS_WORKER_PROCESS_COUNT",
+    "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT",
+    "ENABLE_ORYX_BUILD",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTSHARE",
+    "WEBSITE_CONTENTOVERVNET",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT",
+    "WEBSITE_NODE_DEFAULT_VERSION",
+    "WEBSITE_SKIP_CONTENTSHARE_VALIDATION",
+    "WEBSITE_VNET_ROUTE_ALL",
+    "AzureWebJobsStorage",  # a connection string with the account key; the __* settings replace it
+}
+# (Microsoft's own Flex templates still send alwaysOn: false, so it is not listed.)
+FLEX_DEPRECATED_SITE_CONFIG = {
+    "linuxFxVersion",
+    "functionAppScaleLimit",
+    "preWarmedInstanceCount",
+    "use32BitWorkerProcess",
+    "functionsRuntimeScaleMonitoringEnabled",
+}
+
+
+def api_version(resource: Resource) -> str:
+    return resource.type.rsplit("@", 1)[1]
+
+
+def test_the_function_app_has_the_flex_consumption_shape(app_settings: dict[str, Any]) -> None:
+    """The shape of Microsoft's Flex Consumption templates
+    (Azure-Samples/functions-quickstart-python-http-azd,
+    azure-functions-flex-consumption-samples): an FC1 Linux plan, a
+    ``functionapp,linux`` site whose ``functionAppConfig`` carries the
+    deployment container, the scale settings and the runtime, and none of
+    the settings that plan deprecates."""
+    (plan,) = [r for r in resources(declarations("app/base.bicep")) if r.type.startswith("Microsoft.Web/serverfarms@")]
+    assert path(body_of(plan), "sku", "name").literal == "FC1"
+    assert path(body_of(plan), "sku", "tier").literal == "FlexConsumption"
+    assert path(body_of(plan), "properties", "reserved") is True  # Linux
+
+    (site,) = [r for r in resources(declarations("app/api.bicep")) if r.type.startswith("Microsoft.Web/sites@")]
+    assert api_version(site) >= "2023-12-01"  # the first API version with functionAppConfig
+    body = body_of(site)
+    assert path(body, "kind").literal == "functionapp,linux"
+    assert path(body, "properties", "serverFarmId") == Ident("planId")
+    config = path(body, "properties", "functionAppConfig")
+    storage = path(config, "deployment", "storage")
+    assert path(storage, "type").literal == "blobContainer"
+    blob_endpoint = Member(Member(Member(Ident("storage"), "properties"), "primaryEndpoints"), "blob")
+    assert path(storage, "value").parts == [blob_endpoint, Ident("deploymentContainerName")]
+    scale = path(config, "scaleAndConcurrency")
+    assert path(scale, "instanceMemoryMB") == Ident("instanceMemoryMB")
+    assert path(scale, "maximumInstanceCount") == Ident("maximumInstanceCount")
+    assert path(config, "runtime", "version") == Ident("pythonVersion")
+    # The host storage the settings name is the account the deployment uses.
+    assert app_settings["AzureWebJobsStorage__blobServiceUri"] == blob_endpoint
+
+    assert not FLEX_DEPRECATED_SETTINGS & app_settings.keys()
+    site_config = path(body, "properties", "siteConfig")
+    assert not FLEX_DEPRECATED_SITE_CONFIG & site_config.entries.keys()
+
+
+def test_the_deployment_container_is_the_one_created() -> None:
+    """The app reads its package from the container base.bicep creates: the
+    same name reaches both modules, and the container is created there."""
+    main = declarations("main.bicep")
+    for module in ("base", "api"):
+        assert path(named(main, "module", module).value, "params", "deploymentContainerName") == Ident(
+            "deploymentContainerName"
+        )
+    (container,) = [r for r in resources(declarations("app/base.bicep")) if r.type == "containers"]
+    assert path(body_of(container), "name") == Ident("deploymentContainerName")
+    (blob_services,) = [r for r in resources(declarations("app/base.bicep")) if r.type == "blobServices"]
+    assert container in body_of(blob_services).resources
+    # A container name is 3-63 lowercase letters, digits and hyphens: the
+    # prefix is, and the rest is cut to fit (32 + 7 characters).
+    name = named(main, "var", "deploymentContainerName").value
+    assert name.parts[0] == "app-package-" and len("app-package-") + 32 + 1 + 7 <= 63
+
+
+def test_the_developer_gets_only_what_local_runs_use() -> None:
+    """``principalId`` (the developer running azd) gets Cognitive Services
+    OpenAI User, for keyless local runs (``az login``); nothing else, since
+    a local run touches neither the app's storage nor its telemetry."""
+    for file in ("app/rbac.bicep", "app/openai-access.bicep"):
+        roles = {(role, principal.name) for role, principal, _ in role_assignments(file)}
+        assert {role for role, principal in roles if principal == "developerPrincipalId"} == {
+            ROLE_COGNITIVE_SERVICES_OPENAI_USER
+        }
+    main = declarations("main.bicep")
+    description = " ".join(
+        str(p) for d in named(main, "param", "principalId").decorators for a in d.args for p in a.parts
+    )
+    assert "Cognitive Services OpenAI User" in description
