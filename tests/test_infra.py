@@ -15,8 +15,10 @@ here): tests/bicep.py parses the templates, these tests read them.
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -528,3 +530,47 @@ def test_the_developer_gets_only_what_local_runs_use() -> None:
         str(p) for d in named(main, "param", "principalId").decorators for a in d.args for p in a.parts
     )
     assert "Cognitive Services OpenAI User" in description
+
+
+# What the app needs at run time in Azure: everything else stays out of the
+# package that `azd deploy` and `func azure functionapp publish` upload (an
+# instance fetches that package at every cold start).
+RUNTIME_ENTRIES = {
+    "function_app.py",
+    "settings.py",
+    "telemetry.py",
+    "host.json",
+    "requirements.txt",
+    "agents",
+    "llm",
+    "streaming",
+    "tools",
+    "web",
+    "workflows",
+}
+
+
+def test_the_deployment_package_holds_the_runtime_only() -> None:
+    """``.funcignore`` (gitignore patterns, matched here against the
+    top-level names) leaves out the tests, the tools and what ``make``
+    creates (virtual environments, ``node_modules``, mutants), and nothing
+    the app imports."""
+    patterns = [
+        line.strip().rstrip("/")
+        for line in (ROOT / ".funcignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert not [p for p in patterns if p.startswith("!")], "negated patterns are not handled here"
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    generated = [
+        line.strip().rstrip("/")
+        for line in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith(("#", "!")) and not set(line.strip().rstrip("/")) & set("*/")
+    ]
+    names = {path.split("/", 1)[0] for path in tracked} | set(generated)
+    assert {"node_modules", "mutants", ".venv"} <= names
+    packaged = {n for n in names if not any(fnmatch.fnmatch(n, p) for p in patterns)}
+    # .python_packages is what `func ... publish --build local` builds into: it belongs in the package then.
+    assert packaged - {".python_packages"} == RUNTIME_ENTRIES
