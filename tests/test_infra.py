@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from settings import SettingsError, model_settings
+from settings import SettingsError, model_settings, stream_settings
 from tests.bicep import (
     Arr,
     BicepSyntaxError,
@@ -574,3 +574,13 @@ def test_the_deployment_package_holds_the_runtime_only() -> None:
     packaged = {n for n in names if not any(fnmatch.fnmatch(n, p) for p in patterns)}
     # .python_packages is what `func ... publish --build local` builds into: it belongs in the package then.
     assert packaged - {".python_packages"} == RUNTIME_ENTRIES
+
+
+def test_a_run_ends_before_azures_front_end_cuts_it(app_settings: dict[str, Any]) -> None:
+    """Azure answers an HTTP-triggered function for at most ~230 s: the
+    deadline the app runs with in Azure (as infra/ sets it, else the code's
+    default) ends a run before that, with heartbeats well inside it."""
+    names = ("RUN_DEADLINE_SECONDS", "HEARTBEAT_SECONDS")
+    limits = stream_settings({n: app_settings[n].literal for n in names if n in app_settings})
+    assert limits.deadline_s <= 220  # room for the run's last events to reach the client
+    assert limits.heartbeat_s * 4 <= limits.deadline_s
