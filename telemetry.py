@@ -29,11 +29,12 @@ already has an OpenTelemetry SDK provider (set up by a host or a test),
 that one. Prompt and completion text reach spans only with
 ``ENABLE_SENSITIVE_DATA=true``.
 
-Cost: configured once per process, on the first run, never at import (this
-module imports nothing heavy at its top). With telemetry off a run gets
-:data:`NOOP`, whose methods do nothing. With it on, the work is per run
-(two spans, a few metric points), never per streamed event; a refused
-request costs one span and one count.
+Cost: configured once per process, on the first request that starts or is
+refused a run, never at import (this module imports nothing heavy at its
+top). With telemetry off a run gets :data:`NOOP`, whose methods do nothing,
+and a refusal returns at once. With it on, the work is per run (two spans,
+a few metric points), never per streamed event; a refused request costs one
+span and one count.
 """
 
 from __future__ import annotations
