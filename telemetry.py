@@ -131,6 +131,8 @@ async def observe_refusal(
     never raises."""
     state = _state
     if state is False:
+        if not _wanted():
+            return  # and stays undecided: the first run configures (and turns off the framework's layers)
         import anyio.to_thread
 
         state = await anyio.to_thread.run_sync(_configure_once)
@@ -140,6 +142,23 @@ async def observe_refusal(
         state.record_refusal(req, run_id, runner, response.status_code, code or _error_code(response), started_ns)
     except Exception:
         logger.exception("telemetry: could not record a refused request")
+
+
+def _wanted() -> bool:
+    """Whether :func:`_configure` would turn telemetry on, decided without
+    importing the framework or the SDK: a refusal (a 4xx, /api/health's
+    neighbours) must stay as cheap as it is without telemetry."""
+    try:
+        settings = telemetry_settings()
+    except SettingsError:
+        return False
+    if settings.disabled:
+        return False
+    if settings.wanted:
+        return True
+    from opentelemetry import trace
+
+    return not _is_default_provider(trace.get_tracer_provider())
 
 
 def _error_code(response: Any) -> str:
