@@ -209,11 +209,38 @@ def _configure() -> _Telemetry | None:
     else:
         _configure_from_otel_variables()
         logger.info("telemetry: exporting as %s ask", ", ".join(settings.otel_exporters))
+    add_span_processor = getattr(trace.get_tracer_provider(), "add_span_processor", None)
+    if add_span_processor is not None:  # an SDK provider (ours, the distro's, or the host's)
+        add_span_processor(_run_attributes())
 
     from agent_framework.observability import enable_instrumentation
 
     enable_instrumentation(enable_sensitive_data=settings.sensitive_data)
     return _Telemetry(trace.get_tracer(INSTRUMENTATION_NAME), metrics.get_meter(INSTRUMENTATION_NAME))
+
+
+#: Attributes every span of a run carries, copied from parent to child.
+INHERITED = (RUN_ID, INVOCATION_ID)
+
+
+def _run_attributes() -> Any:
+    """A span processor that gives each span started under a run's spans
+    the run id and the invocation id: the framework's model-call and
+    tool-call spans then carry them too, so one query on ``app.run.id``
+    finds every span of a run. Per span started, with telemetry on only."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class RunAttributes(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            attributes = getattr(trace.get_current_span(parent_context), "attributes", None)
+            if attributes:
+                for key in INHERITED:
+                    value = attributes.get(key)
+                    if value is not None:
+                        span.set_attribute(key, value)
+
+    return RunAttributes()
 
 
 def _is_default_provider(provider: Any) -> bool:

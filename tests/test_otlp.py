@@ -185,6 +185,8 @@ def test_runs_reach_an_otlp_collector_with_their_ids_and_no_prompt_text(collecto
     assert len(by_name["chat offline-demo"]) == 2
     assert len(by_name["execute_tool get_weather"]) == 1
     assert {s.trace_id for s in by_name["chat offline-demo"]} == {run.trace_id}
+    below = [*by_name["chat offline-demo"], *by_name["execute_tool get_weather"], *by_name["invoke_agent weather"]]
+    assert {attributes(s.attributes)["app.run.id"] for s in below} == {run_id}
     refused = attributes(requests[refused_id].attributes)
     assert refused["error.type"] == "empty_message" and refused["http.response.status_code"] == 400
 

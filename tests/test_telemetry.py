@@ -152,6 +152,8 @@ def test_a_run_is_traced_request_run_model_and_tool_calls(default_run: tuple[lis
     (tool,) = [s for s in below if s["name"] == "execute_tool get_weather"]
     assert tool["attributes"]["gen_ai.tool.name"] == "get_weather"
     assert all(s["trace_id"] == request["trace_id"] for s in below)
+    # Each of them carries the run id and the invocation id, as the run does.
+    assert {(s["attributes"]["app.run.id"], s["attributes"]["faas.invocation_id"]) for s in below} == {(run_id, run_id)}
 
 
 def test_a_workflow_run_nests_both_agents_under_the_run(tmp_path: Path) -> None:
@@ -401,6 +403,10 @@ def test_runs_reach_application_insights_through_the_distro(tmp_path: Path) -> N
             dependencies = [d["name"] for d in ingestion.of("RemoteDependencyData")]
             expected = ["run agent", "invoke_agent weather", "chat offline-demo", "execute_tool get_weather"]
             assert sorted(dependencies) == sorted([*expected, "chat offline-demo"] * 4)
+            # Every row of a run is found by its run id (the model and tool calls too).
+            assert sorted(d["properties"]["app.run.id"] for d in ingestion.of("RemoteDependencyData")) == sorted(
+                run_ids * 5
+            )
             assert "stream.runs.finished" in metrics
             # Logs are the host's to ship, not sent twice. They would have come with
             # the spans (same 100 ms schedule); give a straggler a moment anyway.
