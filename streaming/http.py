@@ -28,7 +28,15 @@ from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Respon
 
 import llm
 import telemetry
-from settings import SettingsError, StreamSettings, resume_settings, run_limits, stream_settings, weather_settings
+from settings import (
+    SettingsError,
+    StreamSettings,
+    framework_log_level,
+    resume_settings,
+    run_limits,
+    stream_settings,
+    weather_settings,
+)
 from streaming.encoders import Encoder, choose_encoder
 from streaming.events import StreamEvent
 from streaming.logsafe import one_line
@@ -54,6 +62,17 @@ RUN_METHODS = ("GET", "POST")
 RETRY_AFTER_S = 5
 #: The runs this worker process holds now (one event loop per process).
 RUN_SLOTS = RunSlots()
+
+
+_framework_level: list[str] = []  # the level last given to the framework's logger
+
+
+def _framework_logs(level: str) -> None:
+    """``FRAMEWORK_LOG_LEVEL`` on the ``agent_framework`` logger, set when
+    it changes (``setLevel`` clears every logger's cache: not per run)."""
+    if _framework_level != [level]:
+        logging.getLogger("agent_framework").setLevel(level)
+        _framework_level[:] = [level]
 
 
 def run_id_of(req: Request) -> str:
@@ -135,6 +154,7 @@ async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireP
         client, model = llm.chat_client()
         run_store(resume)  # a bad STREAM_STORE_URL is a 503 before anything runs
         weather_settings()  # so is a bad weather setting: not a broken stream
+        _framework_logs(framework_log_level())
     except RequestError as exc:
         # Past the body deadline the connection is closed: the rest of a
         # trickled body must not keep holding it.
