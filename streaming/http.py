@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -107,16 +108,24 @@ def store_unavailable() -> Response:
 async def stream_run(req: Request, runner: Runner, protocol: WireProtocol | None = None) -> Response:
     """Validate ``req``, then stream ``runner``'s events (in ``protocol``'s
     format when given). Whatever fails before the stream starts is a JSON
-    error, never a stack trace."""
+    error, never a stack trace, and with telemetry on a span of its own."""
+    started_ns = time.time_ns()
     run_id = run_id_of(req)
+    code = None
     try:
-        return await _stream_run(req, runner, run_id, protocol)
+        response = await _stream_run(req, runner, run_id, protocol)
     except ClientGone:
         logger.info("run %s: the client left before sending its whole body", run_id)
-        return Response(status_code=400)  # nobody reads it; the server just closes the connection
+        response, code = Response(status_code=400), "client_gone"  # nobody reads it; the connection just closes
     except Exception:
         logger.exception("run %s: %s %s failed before streaming", run_id, req.method, one_line(req.url.path))
-        return error_response(500, "internal_error", "The request failed unexpectedly.", run_id)
+        response = error_response(500, "internal_error", "The request failed unexpectedly.", run_id)
+    if response.status_code >= 400:
+        # Refused before any run started. The run id is the invocation id the
+        # host records for every request, so even a 400 can be found by it.
+        response.headers.setdefault("X-Run-Id", run_id)
+        await telemetry.observe_refusal(req, run_id, runner, response, started_ns, code)
+    return response
 
 
 async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireProtocol | None = None) -> Response:
