@@ -129,19 +129,47 @@ async def observe_refusal(
     arrived) to now, and a count. ``code`` is the error code when the
     response has no JSON error body. Does nothing when telemetry is off;
     never raises."""
-    state = _state
-    if state is False:
-        if not _wanted():
-            return  # and stays undecided: the first run configures (and turns off the framework's layers)
-        import anyio.to_thread
-
-        state = await anyio.to_thread.run_sync(_configure_once)
+    state = await _state_for_answers()
     if state is None:
         return
     try:
         state.record_refusal(req, run_id, runner, response.status_code, code or _error_code(response), started_ns)
     except Exception:
         logger.exception("telemetry: could not record a refused request")
+
+
+async def observe_resume(req: Any, response: Any, started_ns: int) -> None:
+    """Record a request to resume a run (``GET /api/runs/{token}/stream``, or
+    a stream endpoint's ``Last-Event-ID``): a ``SERVER`` span from
+    ``started_ns`` to the answer (the stream then goes on under the run's
+    own spans) with the run's id when one was found (``X-Run-Id``), and a
+    count by outcome: ``resumed`` (200), ``nothing_to_resume`` (204: an
+    unknown, expired or finished run) or ``refused`` (4xx, 5xx). Does
+    nothing when telemetry is off; never raises."""
+    state = await _state_for_answers()
+    if state is None:
+        return
+    try:
+        status = response.status_code
+        outcome = "resumed" if status < 300 and status != 204 else "nothing_to_resume" if status < 400 else "refused"
+        code = _error_code(response) if status >= 400 else None
+        state.record_resume(req, response.headers.get("x-run-id"), status, outcome, code, started_ns)
+    except Exception:
+        logger.exception("telemetry: could not record a resume")
+
+
+async def _state_for_answers() -> _Telemetry | None:
+    """The telemetry state for recording an answer that started no run;
+    ``None`` when off, decided without importing anything heavy while
+    telemetry is not wanted (such answers stay as cheap as without it)."""
+    state = _state
+    if state is False:
+        if not _wanted():
+            return None  # and stays undecided: the first run configures (and turns off the framework's layers)
+        import anyio.to_thread
+
+        state = await anyio.to_thread.run_sync(_configure_once)
+    return state  # type: ignore[return-value]
 
 
 def _wanted() -> bool:
@@ -399,27 +427,45 @@ class _Telemetry:
             unit="{request}",
             description="Requests refused before their run started",
         )
+        self.resumes = meter.create_counter(
+            "stream.resumes", unit="{request}", description="Requests to resume a run, by outcome"
+        )
 
     def record_refusal(self, req: Any, run_id: str, runner: Any, status: int, code: str, started_ns: int) -> None:
         """One refused request: its ``SERVER`` span (in the caller's trace,
         when it sent ``traceparent``) and its count."""
+        endpoint = _endpoint(runner)
+        self._answer_span(req, run_id, {ENDPOINT: endpoint, OUTCOME: "refused"}, status, code, started_ns)
+        self.refused.add(1, {ENDPOINT: endpoint, STATUS_CODE: status, ERROR_TYPE: code})
+
+    def record_resume(
+        self, req: Any, run_id: str | None, status: int, outcome: str, code: str | None, started_ns: int
+    ) -> None:
+        """One request to resume a run: its ``SERVER`` span and its count."""
+        self._answer_span(req, run_id, {ENDPOINT: "resume", OUTCOME: outcome}, status, code, started_ns)
+        self.resumes.add(1, {OUTCOME: outcome, STATUS_CODE: status, **({ERROR_TYPE: code} if code else {})})
+
+    def _answer_span(
+        self, req: Any, run_id: str | None, extra: dict[str, Any], status: int, code: str | None, started_ns: int
+    ) -> None:
+        """A ``SERVER`` span from ``started_ns`` to now for ``req``, answered
+        with ``status`` (and error ``code``) without starting a run."""
         from opentelemetry import propagate, trace
         from opentelemetry.trace import Status, StatusCode
 
         headers = req.headers
         path = req.url.path
-        endpoint = _endpoint(runner)
         attributes: dict[str, Any] = {
-            RUN_ID: run_id,
-            ENDPOINT: endpoint,
-            OUTCOME: "refused",
+            **extra,
             STATUS_CODE: status,
-            ERROR_TYPE: code,
-            ERROR_CODE: code,
             "http.request.method": req.method,
             "url.path": path,
             "http.route": path,
         }
+        if run_id:
+            attributes[RUN_ID] = run_id
+        if code:
+            attributes[ERROR_TYPE] = attributes[ERROR_CODE] = code
         invocation_id = headers.get("x-ms-invocation-id")
         if invocation_id:
             attributes[INVOCATION_ID] = invocation_id
@@ -431,9 +477,8 @@ class _Telemetry:
             attributes=attributes,
         )
         if status >= 500:  # a 4xx is the client's doing: not an error of this server (HTTP conventions)
-            span.set_status(Status(StatusCode.ERROR, code))
+            span.set_status(Status(StatusCode.ERROR, code or str(status)))
         span.end()
-        self.refused.add(1, {ENDPOINT: endpoint, STATUS_CODE: status, ERROR_TYPE: code})
 
 
 def _endpoint(runner: Any) -> str:

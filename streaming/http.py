@@ -75,6 +75,11 @@ def _framework_logs(level: str) -> None:
         _framework_level[:] = [level]
 
 
+def _reconnecting(req: Request) -> bool:
+    """A browser's EventSource reconnecting to a stream endpoint: a resume."""
+    return req.method == "GET" and "last-event-id" in req.headers
+
+
 def run_id_of(req: Request) -> str:
     invocation = req.headers.get(INVOCATION_HEADER, "")
     return invocation if _SAFE_ID.fullmatch(invocation) else uuid.uuid4().hex
@@ -120,7 +125,7 @@ async def stream_run(req: Request, runner: Runner, protocol: WireProtocol | None
     except Exception:
         logger.exception("run %s: %s %s failed before streaming", run_id, req.method, one_line(req.url.path))
         response = error_response(500, "internal_error", "The request failed unexpectedly.", run_id)
-    if response.status_code >= 400:
+    if response.status_code >= 400 and not _reconnecting(req):  # a resume's telemetry is _resume's
         # Refused before any run started. The run id is the invocation id the
         # host records for every request, so even a 400 can be found by it.
         response.headers.setdefault("X-Run-Id", run_id)
@@ -135,7 +140,7 @@ async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireP
         response = error_response(405, "method_not_allowed", "Use GET (EventSource) or POST to start a run.")
         response.headers["Allow"] = ", ".join(RUN_METHODS)
         return response
-    if req.method == "GET" and "last-event-id" in req.headers:
+    if _reconnecting(req):
         # A browser's EventSource reconnecting: resume the run it was reading,
         # never run (and pay for) the agent again. 204 stops it for good.
         return await _resume(req, req.headers["last-event-id"], token=None, strict=False)
@@ -268,6 +273,14 @@ async def resume_run(req: Request, token: str) -> Response:
 
 
 async def _resume(req: Request, cursor: str, *, token: str | None, strict: bool) -> Response:
+    """:func:`_resume_answer`, and its telemetry (a span and a count)."""
+    started_ns = time.time_ns()
+    response = await _resume_answer(req, cursor, token=token, strict=strict)
+    await telemetry.observe_resume(req, response, started_ns)
+    return response
+
+
+async def _resume_answer(req: Request, cursor: str, *, token: str | None, strict: bool) -> Response:
     """Serve run ``cursor``'s token from after its sequence number.
     ``strict`` (the runs route): a malformed id or one of another run is a
     400; on the stream endpoints it is 204, as for any id we do not know."""

@@ -23,7 +23,7 @@ import pytest
 import telemetry
 from settings import SettingsError, telemetry_settings
 from tests.conftest import OFFLINE_VALUES
-from tests.support import ROOT, AppServer, hermetic_environ, stream_events
+from tests.support import ROOT, AppServer, hermetic_environ, parse_sse, stream_events
 
 SECRET = "Zanzibar-7f3a"  # a place name no span may carry unless asked to
 
@@ -477,3 +477,60 @@ def test_requests_refused_before_a_run_are_traced_and_counted(tmp_path: Path) ->
     assert counted == {(code, status): 1 for code, status in statuses.items()}
     (started,) = metric_points(dump, "stream.runs.started")
     assert started["value"] == 1  # only the run that held the slot started
+
+
+def test_requests_to_resume_a_run_are_traced_and_counted_by_outcome(tmp_path: Path) -> None:
+    """A resume (the runs route, or a stream endpoint's Last-Event-ID) leaves
+    a server span with its outcome, the resumed run's id and its own
+    invocation id, and a count by outcome; none of them starts a run."""
+    answers: dict[str, httpx.Response] = {}
+
+    def resume(client: httpx.Client) -> None:
+        with client.stream("POST", "/api/agent/stream", json={"message": "Weather in Oslo?"}) as first:
+            events = parse_sse(list(first.iter_lines()))
+        answers["first"] = first
+        token, last = first.headers["x-run-token"], events[-1].id
+        runs = f"/api/runs/{token}/stream"
+        answers["resumed"] = client.get(runs, params={"after": f"{token}:2"})
+        answers["finished"] = client.get(runs, headers={"Last-Event-ID": last})
+        answers["bad_id"] = client.get(runs, params={"after": "nope"})
+        answers["reconnect"] = client.get(
+            "/api/agent/stream", params={"message": "hi"}, headers={"Last-Event-ID": "unknown-run:3"}
+        )
+
+    _, dump, _ = run_host(tmp_path, {}, [], drive=resume)
+    assert {k: r.status_code for k, r in answers.items()} == {
+        "first": 200,
+        "resumed": 200,
+        "finished": 204,
+        "bad_id": 400,
+        "reconnect": 204,
+    }
+    spans = [s for s in dump["spans"] if s["attributes"].get("app.endpoint") == "resume"]
+    by_path = sorted(
+        (s["attributes"]["app.run.outcome"], s["attributes"]["http.response.status_code"], s["attributes"]["url.path"])
+        for s in spans
+    )
+    runs = f"/api/runs/{answers['first'].headers['x-run-token']}/stream"
+    assert by_path == sorted(
+        [
+            ("resumed", 200, runs),
+            ("nothing_to_resume", 204, runs),
+            ("refused", 400, runs),
+            ("nothing_to_resume", 204, "/api/agent/stream"),
+        ]
+    )
+    (resumed,) = [s for s in spans if s["attributes"]["app.run.outcome"] == "resumed"]
+    run_id = answers["first"].headers["x-run-id"]
+    assert resumed["attributes"]["app.run.id"] == run_id == answers["resumed"].headers["x-run-id"]
+    assert resumed["attributes"]["faas.invocation_id"] not in (None, run_id)  # the resume is a request of its own
+    (refused,) = [s for s in spans if s["attributes"]["app.run.outcome"] == "refused"]
+    assert refused["attributes"]["app.error.code"] == "invalid_event_id"
+    counted = {
+        (p["attributes"]["app.run.outcome"], p["attributes"]["http.response.status_code"]): p["value"]
+        for p in metric_points(dump, "stream.resumes")
+    }
+    assert counted == {("resumed", 200): 1, ("nothing_to_resume", 204): 2, ("refused", 400): 1}
+    (started,) = metric_points(dump, "stream.runs.started")
+    assert started["value"] == 1
+    assert not metric_points(dump, "stream.runs.refused")  # a resume is not a refused run
