@@ -7,9 +7,11 @@ resumes after), encodes with its own encoder from the start of what the
 log holds (so stateful encoders write the same bytes on a resume) and
 sends only what lies after that position:
 
-* everything pending goes out in one write; ``coalesce_s`` (``COALESCE_MS``)
-  can wait a moment after a wake so tokens arriving faster than that share
-  a write;
+* everything pending goes out in one write, and after a wake it waits while
+  the run keeps appending on consecutive turns of the loop (at most
+  ``HOLD_S``), so a model faster than the socket shares writes while a
+  paced one is written at once; ``coalesce_s`` (``COALESCE_MS``) replaces
+  that wait with a fixed window;
 * it listens for ``http.disconnect`` itself, beside the body, and stops
   reading the moment the client goes away. Starlette stops listening under
   servers that report ASGI spec 2.4, and uvicorn drops writes to a closed
