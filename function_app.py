@@ -14,12 +14,9 @@ import os
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import HTMLResponse, JSONResponse, Request, StreamingResponse
 
-import llm
-from settings import SettingsError
-from streaming.agui import AGENT_PROTOCOL, WORKFLOW_PROTOCOL
-from streaming.http import resume_run, stream_run
-from streaming.runners import run_agent, run_workflow
-from web import chat_page as _chat_page
+# The app's own modules are imported by the handlers, on first use: the host
+# imports this module at every cold start, and indexing needs only the
+# routes (the Functions library and the FastAPI extension are most of that).
 
 
 def _stream_auth_level() -> func.AuthLevel:
@@ -41,12 +38,18 @@ STREAM_AUTH_LEVEL = _stream_auth_level()
 @app.route(route="agent/stream", methods=["GET", "POST"], auth_level=STREAM_AUTH_LEVEL)
 async def stream_agent(req: Request) -> StreamingResponse:
     """The weather agent, streamed (SSE by default; see the README)."""
+    from streaming.http import stream_run
+    from streaming.runners import run_agent
+
     return await stream_run(req, run_agent)
 
 
 @app.route(route="workflow/stream", methods=["GET", "POST"], auth_level=STREAM_AUTH_LEVEL)
 async def stream_workflow(req: Request) -> StreamingResponse:
     """The researcher -> writer workflow, streamed."""
+    from streaming.http import stream_run
+    from streaming.runners import run_workflow
+
     return await stream_run(req, run_workflow)
 
 
@@ -54,6 +57,10 @@ async def stream_workflow(req: Request) -> StreamingResponse:
 async def agui_agent(req: Request) -> StreamingResponse:
     """The weather agent for AG-UI front ends (``RunAgentInput`` in, AG-UI
     events out), client tools included."""
+    from streaming.agui import AGENT_PROTOCOL
+    from streaming.http import stream_run
+    from streaming.runners import run_agent
+
     return await stream_run(req, run_agent, AGENT_PROTOCOL)
 
 
@@ -61,12 +68,19 @@ async def agui_agent(req: Request) -> StreamingResponse:
 async def agui_workflow(req: Request) -> StreamingResponse:
     """The workflow for AG-UI front ends; each agent a step. Client tools
     are ignored (the workflow's agents have their own)."""
+    from streaming.agui import WORKFLOW_PROTOCOL
+    from streaming.http import stream_run
+    from streaming.runners import run_workflow
+
     return await stream_run(req, run_workflow, WORKFLOW_PROTOCOL)
 
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: Request) -> JSONResponse:
     """Liveness, and which model the app would use (never its key)."""
+    import llm
+    from settings import SettingsError
+
     try:
         settings = llm.model_settings()
         model = {"configured": True, "provider": settings.provider, "model": settings.model}
@@ -79,7 +93,9 @@ async def health(req: Request) -> JSONResponse:
 async def chat_page(req: Request) -> HTMLResponse:
     """The browser chat page (self-contained: no CDN, no build step), with
     its security headers (see ``web/__init__.py``)."""
-    html, headers = _chat_page()
+    from web import chat_page as page
+
+    html, headers = page()
     return HTMLResponse(html, headers=headers)
 
 
@@ -87,4 +103,6 @@ async def chat_page(req: Request) -> HTMLResponse:
 async def resume_stream(req: Request) -> StreamingResponse:
     """A run again, from after the event id in ``Last-Event-ID`` or ``?after=``
     (see the README's event contract)."""
+    from streaming.http import resume_run
+
     return await resume_run(req, req.path_params.get("token") or req.url.path.rstrip("/").split("/")[-2])

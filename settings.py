@@ -421,3 +421,21 @@ def weather_settings(env: Mapping[str, str] | None = None) -> WeatherSettings:
         cache_s=_number(env, "WEATHER_CACHE_SECONDS"),
         timeout_s=_number(env, "WEATHER_TIMEOUT_SECONDS"),
     )
+
+
+# -- The Agent Framework's own logs ----------------------------------------------------------------
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def framework_log_level(env: Mapping[str, str] | None = None) -> str:
+    """``FRAMEWORK_LOG_LEVEL``: the level of the Agent Framework's
+    ``agent_framework`` logger. WARNING by default: at INFO it writes two
+    lines for every tool call (its name, then that it succeeded), which the
+    stream's events, the traces and the metrics already carry, and each
+    line is paid for per call (in Azure it also crosses to the host)."""
+    env = os.environ if env is None else env
+    level = (_get(env, "FRAMEWORK_LOG_LEVEL") or "WARNING").upper()
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"Setting FRAMEWORK_LOG_LEVEL must be one of: {', '.join(LOG_LEVELS)}.")
+    return level

@@ -11,7 +11,11 @@ What a run leaves behind when telemetry is on:
   agent, ``chat <model>`` for each model call (the offline model included),
   ``execute_tool get_weather`` for each tool call;
 * metrics: runs started, runs finished by outcome and error code, run
-  duration, time to first token, output tokens, and streams in progress.
+  duration, time to first token, output tokens, and streams in progress;
+* for a request refused before any run started (4xx or 5xx JSON: bad
+  input, too many runs, a setting missing, the store down), one ``SERVER``
+  span with its status, error code, run id and invocation id, and a count
+  of refused runs by status and code.
 
 Where it goes: Application Insights when
 ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set (the Azure Monitor
@@ -19,15 +23,18 @@ OpenTelemetry distro; with ``APPLICATIONINSIGHTS_AUTHENTICATION_STRING``
 ``Authorization=AAD`` it sends with the managed identity's token);
 otherwise the exporters the standard ``OTEL_TRACES_EXPORTER`` /
 ``OTEL_METRICS_EXPORTER`` variables name (``console`` prints locally;
-``otlp`` needs an OTLP exporter package installed); or, when the process
+``otlp``, the default once ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, sends
+OTLP over HTTP/protobuf); or, when the process
 already has an OpenTelemetry SDK provider (set up by a host or a test),
 that one. Prompt and completion text reach spans only with
 ``ENABLE_SENSITIVE_DATA=true``.
 
-Cost: configured once per process, on the first run, never at import (this
-module imports nothing heavy at its top). With telemetry off a run gets
-:data:`NOOP`, whose methods do nothing. With it on, the work is per run
-(two spans, a few metric points), never per streamed event.
+Cost: configured once per process, on the first request that starts or is
+refused a run, never at import (this module imports nothing heavy at its
+top). With telemetry off a run gets :data:`NOOP`, whose methods do nothing,
+and a refusal returns at once. With it on, the work is per run (two spans,
+a few metric points), never per streamed event; a refused request costs one
+span and one count.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from settings import SettingsError, telemetry_settings
+from streaming.logsafe import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +60,12 @@ RUN_ID = "app.run.id"
 INVOCATION_ID = "faas.invocation_id"
 ENDPOINT = "app.endpoint"
 OUTCOME = "app.run.outcome"
+STATUS_CODE = "http.response.status_code"
+ERROR_TYPE = "error.type"
+# The error code again under the app's own name: Application Insights keeps
+# custom attributes in customDimensions but drops standard ones (error.type,
+# http.*, url.*) from there.
+ERROR_CODE = "app.error.code"
 TTFT = "app.run.time_to_first_token_ms"
 OUT_TOKENS = "gen_ai.usage.output_tokens"
 
@@ -101,10 +115,90 @@ async def observe_run(req: Any, run_id: str, runner: Any, model: Any) -> RunObse
         req.url.path,
         run_id,
         headers.get("x-ms-invocation-id"),
-        getattr(runner, "__name__", "run").removeprefix("run_"),
+        _endpoint(runner),
         model.provider,
         model.model,
     )
+
+
+async def observe_refusal(
+    req: Any, run_id: str, runner: Any, response: Any, started_ns: int, code: str | None = None
+) -> None:
+    """Record ``response`` (status 400 or above) refusing ``req`` before its
+    run started: a ``SERVER`` span from ``started_ns`` (when the request
+    arrived) to now, and a count. ``code`` is the error code when the
+    response has no JSON error body. Does nothing when telemetry is off;
+    never raises."""
+    state = await _state_for_answers()
+    if state is None:
+        return
+    try:
+        state.record_refusal(req, run_id, runner, response.status_code, code or _error_code(response), started_ns)
+    except Exception:
+        logger.exception("telemetry: could not record a refused request")
+
+
+async def observe_resume(req: Any, response: Any, started_ns: int) -> None:
+    """Record a request to resume a run (``GET /api/runs/{token}/stream``, or
+    a stream endpoint's ``Last-Event-ID``): a ``SERVER`` span from
+    ``started_ns`` to the answer (the stream then goes on under the run's
+    own spans) with the run's id when one was found (``X-Run-Id``), and a
+    count by outcome: ``resumed`` (200), ``nothing_to_resume`` (204: an
+    unknown, expired or finished run) or ``refused`` (4xx, 5xx). Does
+    nothing when telemetry is off; never raises."""
+    state = await _state_for_answers()
+    if state is None:
+        return
+    try:
+        status = response.status_code
+        outcome = "resumed" if status < 300 and status != 204 else "nothing_to_resume" if status < 400 else "refused"
+        code = _error_code(response) if status >= 400 else None
+        state.record_resume(req, response.headers.get("x-run-id"), status, outcome, code, started_ns)
+    except Exception:
+        logger.exception("telemetry: could not record a resume")
+
+
+async def _state_for_answers() -> _Telemetry | None:
+    """The telemetry state for recording an answer that started no run;
+    ``None`` when off, decided without importing anything heavy while
+    telemetry is not wanted (such answers stay as cheap as without it)."""
+    state = _state
+    if state is False:
+        if not _wanted():
+            return None  # and stays undecided: the first run configures (and turns off the framework's layers)
+        import anyio.to_thread
+
+        state = await anyio.to_thread.run_sync(_configure_once)
+    return state  # type: ignore[return-value]
+
+
+def _wanted() -> bool:
+    """Whether :func:`_configure` would turn telemetry on, decided without
+    importing the framework or the SDK: a refusal (a 4xx, /api/health's
+    neighbours) must stay as cheap as it is without telemetry."""
+    try:
+        settings = telemetry_settings()
+    except SettingsError:
+        return False
+    if settings.disabled:
+        return False
+    if settings.wanted:
+        return True
+    from opentelemetry import trace
+
+    return not _is_default_provider(trace.get_tracer_provider())
+
+
+def _error_code(response: Any) -> str:
+    """The ``code`` of a JSON error body (``{"error": {"code": ...}}``), else
+    the status (what ``error.type`` holds when there is nothing better)."""
+    import json
+
+    try:
+        code = json.loads(response.body)["error"]["code"]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        code = None
+    return code if isinstance(code, str) and code else str(response.status_code)
 
 
 def _configure_once() -> _Telemetry | None:
@@ -143,11 +237,38 @@ def _configure() -> _Telemetry | None:
     else:
         _configure_from_otel_variables()
         logger.info("telemetry: exporting as %s ask", ", ".join(settings.otel_exporters))
+    add_span_processor = getattr(trace.get_tracer_provider(), "add_span_processor", None)
+    if add_span_processor is not None:  # an SDK provider (ours, the distro's, or the host's)
+        add_span_processor(_run_attributes())
 
     from agent_framework.observability import enable_instrumentation
 
     enable_instrumentation(enable_sensitive_data=settings.sensitive_data)
     return _Telemetry(trace.get_tracer(INSTRUMENTATION_NAME), metrics.get_meter(INSTRUMENTATION_NAME))
+
+
+#: Attributes every span of a run carries, copied from parent to child.
+INHERITED = (RUN_ID, INVOCATION_ID)
+
+
+def _run_attributes() -> Any:
+    """A span processor that gives each span started under a run's spans
+    the run id and the invocation id: the framework's model-call and
+    tool-call spans then carry them too, so one query on ``app.run.id``
+    finds every span of a run. Per span started, with telemetry on only."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class RunAttributes(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            attributes = getattr(trace.get_current_span(parent_context), "attributes", None)
+            if attributes:
+                for key in INHERITED:
+                    value = attributes.get(key)
+                    if value is not None:
+                        span.set_attribute(key, value)
+
+    return RunAttributes()
 
 
 def _is_default_provider(provider: Any) -> bool:
@@ -226,32 +347,58 @@ def _configure_from_otel_variables() -> None:
 
     resource = _resource()
     tracer_provider = TracerProvider(resource=resource)
-    for exporter in _exporters("opentelemetry_traces_exporter", "OTEL_TRACES_EXPORTER"):
+    for exporter in _exporters("opentelemetry_traces_exporter", "OTEL_TRACES_EXPORTER", "TRACES"):
         tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     readers = [
         PeriodicExportingMetricReader(exporter)
-        for exporter in _exporters("opentelemetry_metrics_exporter", "OTEL_METRICS_EXPORTER")
+        for exporter in _exporters("opentelemetry_metrics_exporter", "OTEL_METRICS_EXPORTER", "METRICS")
     ]
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
 
 
-def _exporters(group: str, variable: str) -> list[Any]:
+#: What ``otlp`` means for each OTLP protocol (``OTEL_EXPORTER_OTLP_PROTOCOL``):
+#: the entry point name of the exporter, and the package that provides it.
+OTLP_EXPORTERS = {
+    "http/protobuf": ("otlp_proto_http", "opentelemetry-exporter-otlp-proto-http"),
+    "grpc": ("otlp_proto_grpc", "opentelemetry-exporter-otlp-proto-grpc"),
+}
+
+
+def _exporters(group: str, variable: str, signal: str) -> list[Any]:
+    """The exporters ``variable`` names for ``signal`` (``TRACES`` or
+    ``METRICS``). Unset, it is ``otlp`` when an OTLP endpoint is set and
+    ``none`` otherwise. ``otlp`` takes the protocol the specification makes
+    the default, HTTP/protobuf (the exporter this app installs), unless
+    ``OTEL_EXPORTER_OTLP_[TRACES_|METRICS_]PROTOCOL`` asks for another."""
     from importlib.metadata import entry_points
 
-    default = "otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "none"
+    endpoint = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    default = "otlp" if endpoint else "none"
     names = [n.strip() for n in os.environ.get(variable, default).split(",") if n.strip()]
     found = []
     for name in names:
         if name == "none":
             continue
+        package = None
+        if name == "otlp":
+            protocol = (
+                os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
+                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+                or "http/protobuf"
+            ).strip()
+            if protocol not in OTLP_EXPORTERS:
+                logger.error(
+                    "telemetry: OTLP protocol %s is not supported (http/protobuf or grpc)", one_line(protocol, 40)
+                )
+                continue
+            name, package = OTLP_EXPORTERS[protocol]
         points = list(entry_points(group=group, name=name))
         if not points:
             logger.error(
-                "telemetry: %s=%s names no installed exporter (for otlp, add opentelemetry-exporter-otlp-proto-http "
-                "to requirements.txt)",
+                "telemetry: %s names no installed exporter (%s)",
                 variable,
-                name,
+                f"add {package} to requirements.txt" if package else f"no package provides {one_line(name, 40)!r}",
             )
             continue
         found.append(points[0].load()())
@@ -275,6 +422,68 @@ class _Telemetry:
             "stream.run.output_tokens", unit="{token}", description="Output tokens the model reported"
         )
         self.active = meter.create_up_down_counter("stream.active", unit="{stream}", description="Streams in progress")
+        self.refused = meter.create_counter(
+            "stream.runs.refused",
+            unit="{request}",
+            description="Requests refused before their run started",
+        )
+        self.resumes = meter.create_counter(
+            "stream.resumes", unit="{request}", description="Requests to resume a run, by outcome"
+        )
+
+    def record_refusal(self, req: Any, run_id: str, runner: Any, status: int, code: str, started_ns: int) -> None:
+        """One refused request: its ``SERVER`` span (in the caller's trace,
+        when it sent ``traceparent``) and its count."""
+        endpoint = _endpoint(runner)
+        self._answer_span(req, run_id, {ENDPOINT: endpoint, OUTCOME: "refused"}, status, code, started_ns)
+        self.refused.add(1, {ENDPOINT: endpoint, STATUS_CODE: status, ERROR_TYPE: code})
+
+    def record_resume(
+        self, req: Any, run_id: str | None, status: int, outcome: str, code: str | None, started_ns: int
+    ) -> None:
+        """One request to resume a run: its ``SERVER`` span and its count."""
+        self._answer_span(req, run_id, {ENDPOINT: "resume", OUTCOME: outcome}, status, code, started_ns)
+        self.resumes.add(1, {OUTCOME: outcome, STATUS_CODE: status, **({ERROR_TYPE: code} if code else {})})
+
+    def _answer_span(
+        self, req: Any, run_id: str | None, extra: dict[str, Any], status: int, code: str | None, started_ns: int
+    ) -> None:
+        """A ``SERVER`` span from ``started_ns`` to now for ``req``, answered
+        with ``status`` (and error ``code``) without starting a run."""
+        from opentelemetry import propagate, trace
+        from opentelemetry.trace import Status, StatusCode
+
+        headers = req.headers
+        path = req.url.path
+        attributes: dict[str, Any] = {
+            **extra,
+            STATUS_CODE: status,
+            "http.request.method": req.method,
+            "url.path": path,
+            "http.route": path,
+        }
+        if run_id:
+            attributes[RUN_ID] = run_id
+        if code:
+            attributes[ERROR_TYPE] = attributes[ERROR_CODE] = code
+        invocation_id = headers.get("x-ms-invocation-id")
+        if invocation_id:
+            attributes[INVOCATION_ID] = invocation_id
+        span = self.tracer.start_span(
+            f"{req.method} {path}",
+            context=propagate.extract(headers),
+            kind=trace.SpanKind.SERVER,
+            start_time=started_ns,
+            attributes=attributes,
+        )
+        if status >= 500:  # a 4xx is the client's doing: not an error of this server (HTTP conventions)
+            span.set_status(Status(StatusCode.ERROR, code or str(status)))
+        span.end()
+
+
+def _endpoint(runner: Any) -> str:
+    """``run_agent`` -> ``agent``: the endpoint a runner serves."""
+    return getattr(runner, "__name__", "run").removeprefix("run_")
 
 
 class _Run(RunObserver):
@@ -377,16 +586,20 @@ class _Run(RunObserver):
         run, request, self._run = self._run, self._request, None
         code = getattr(terminal, "code", None)
         outcome = "cancelled" if terminal is None else "error" if code else "done"
-        run.set_attribute(OUTCOME, outcome)
+        # On the request span too: a stream that ended in error is still an
+        # HTTP 200, and the request row is the one an operator sees first.
+        for span in (run, request):
+            span.set_attribute(OUTCOME, outcome)
+            if code:
+                span.set_attributes({ERROR_TYPE: code, ERROR_CODE: code})
         if code:
-            run.set_attribute("error.type", code)
             run.set_status(Status(StatusCode.ERROR, code))
         usage = getattr(terminal, "usage", None) or {}
         for key, attribute in (("input_tokens", "gen_ai.usage.input_tokens"), ("output_tokens", OUT_TOKENS)):
             if isinstance(usage.get(key), int):
                 run.set_attribute(attribute, usage[key])
         state = self._state
-        attributes = {**self._metric_attributes, OUTCOME: outcome, "error.type": code or ""}
+        attributes = {**self._metric_attributes, OUTCOME: outcome, ERROR_TYPE: code or ""}
         state.finished.add(1, attributes)
         state.duration.record(time.monotonic() - self._started, attributes)
         state.active.add(-1, self._metric_attributes)
@@ -396,7 +609,7 @@ class _Run(RunObserver):
         if trace.get_current_span() is run:
             context.detach(self._token)
         run.end()
-        request.set_attribute("http.response.status_code", 200)
+        request.set_attribute(STATUS_CODE, 200)
         request.end()
 
 

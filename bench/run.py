@@ -54,6 +54,7 @@ TEXT_MARK = b'data: {"text"'  # a text event, in the app's SSE and in the seeds'
 DONE_MARK = b"event: done"
 PACE_S = 0.05  # 20 tokens/s
 LEVELS = (50, 100, 150, 200, 300)
+SEED_LEVEL = 100  # the seeds' handler is measured at this many streams, beside the app
 OFFLINE_VALUES = {"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": "0"}
 HEAVY_PAUSE_S = 0.2  # between blocks: lets the previous block's stragglers (closing sockets) settle
 
@@ -386,17 +387,17 @@ async def paced_server() -> BenchServer:
     return server
 
 
-async def burst(n: int, server: BenchServer) -> dict[str, Any]:
-    """``n`` streams opened at once on ``server``, which is stopped afterwards."""
+async def burst(n: int, server: BenchServer, path: str = APP_PATHS["agent"]) -> dict[str, Any]:
+    """``n`` streams opened at once on ``server``, which is stopped afterwards.
+    The seed handler (``path`` = its route) sends no ``done``: its streams
+    count as complete when they end cleanly with text."""
+    seed = path == SEED_PATHS["agent"]
     try:
         await asyncio.sleep(0.3)
         rss0, cpu0, busy0, driver0 = server.rss(), server.cpu(), machine_busy(), time.process_time()
         started = time.perf_counter()
         peak = rss0
-        tasks = [
-            asyncio.create_task(stream(server.port, APP_PATHS["agent"], MESSAGES["agent"], keep_gaps=True))
-            for _ in range(n)
-        ]
+        tasks = [asyncio.create_task(stream(server.port, path, MESSAGES["agent"], keep_gaps=True)) for _ in range(n)]
         while not all(t.done() for t in tasks):  # RSS while the streams are open
             peak = max(peak, server.rss())
             await asyncio.sleep(0.1)
@@ -406,7 +407,7 @@ async def burst(n: int, server: BenchServer) -> dict[str, Any]:
         results = [t.result() for t in tasks]
     finally:
         server.stop()
-    ok = [r for r in results if r.error is None and r.done and r.tokens]
+    ok = [r for r in results if r.error is None and (r.done or seed) and r.tokens]
     gaps = [g - PACE_S for r in ok for g in r.gaps]
     ttfb = [r.ttfb for r in ok if r.ttfb is not None]
     tokens = sum(r.tokens for r in results)
@@ -426,11 +427,13 @@ async def burst(n: int, server: BenchServer) -> dict[str, Any]:
 
 async def concurrency(levels: tuple[int, ...], rounds: int) -> dict[str, Any]:
     per_level: dict[int, list[dict]] = {n: [] for n in levels}
+    baseline: list[dict] = []  # the seed handler at SEED_LEVEL streams, in the same rounds
     for _ in range(rounds):  # levels interleaved: drift on the machine hits all alike
         # Started together (idle servers cost nothing during the bursts), each used for one burst.
-        servers = await asyncio.gather(*(paced_server() for _ in levels))
-        for n, server in zip(levels, servers, strict=True):
+        servers = await asyncio.gather(*(paced_server() for _ in (*levels, SEED_LEVEL)))
+        for n, server in zip(levels, servers[:-1], strict=True):
             per_level[n].append(await burst(n, server))
+        baseline.append(await burst(SEED_LEVEL, servers[-1], SEED_PATHS["agent"]))
     out: dict[str, Any] = {"pace_tokens_per_s": round(1 / PACE_S), "rounds": rounds, "levels": {}}
     for n, rows in per_level.items():
         level = {key: summary([r[key] for r in rows if r[key] is not None]) for key in rows[0] if key != "first_error"}
@@ -439,6 +442,13 @@ async def concurrency(levels: tuple[int, ...], rounds: int) -> dict[str, Any]:
     good = [n for n, rows in per_level.items() if out["levels"][str(n)]["errors"]["max"] == 0]
     good = [n for n in good if out["levels"][str(n)]["added_gap_p99_ms"]["median"] <= 50]
     out["max_streams_p99_50ms"] = max(good, default=0)
+    # The seeds' handler under the same load: what the framework and uvicorn cost on their own.
+    keys = ("errors", "added_gap_p99_ms", "cpu_us_per_token", "rss_kib_per_stream")
+    out["seed"] = {"streams": SEED_LEVEL, **{k: summary([r[k] for r in baseline if r[k] is not None]) for k in keys}}
+    if SEED_LEVEL in per_level:
+        for key in ("cpu_us_per_token", "rss_kib_per_stream"):  # within each round
+            pairs = zip(per_level[SEED_LEVEL], baseline, strict=True)
+            out[f"{key}_vs_seed"] = summary([a[key] / b[key] for a, b in pairs if a[key] and b[key]], 3)
     # What one core could carry at this pace from CPU per token alone: a figure other work cannot distort.
     cpu = statistics.median(level["cpu_us_per_token"]["median"] for level in out["levels"].values())
     out["streams_per_core_at_pace"] = round(1e6 / (cpu * out["pace_tokens_per_s"])) if cpu else None
@@ -541,6 +551,15 @@ def print_table(results: dict[str, Any]) -> None:
             print("  " + f"{n:>8} " + " ".join(f"{fig(level[k]):>22}" for k in keys))
         print(f"  max_streams_p99_50ms: {conc['max_streams_p99_50ms']}", end="")
         print(f"; streams one core carries at this pace (from CPU per token): {conc['streams_per_core_at_pace']}")
+        seed = conc.get("seed")
+        if seed:
+            print(f"  the seeds' handler at {seed['streams']} streams:", end="")
+            print(f" CPU per token {fig(seed['cpu_us_per_token'])} µs,", end="")
+            print(f" RSS per stream {fig(seed['rss_kib_per_stream'])} KiB,", end="")
+            print(f" p99 added gap {fig(seed['added_gap_p99_ms'])} ms")
+            for key in ("cpu_us_per_token_vs_seed", "rss_kib_per_stream_vs_seed"):
+                if key in conc:
+                    print(f"    app / seed, {key[: -len('_vs_seed')]}: {fig(conc[key])}")
     start = results["startup"]
     print(f"\nstartup: import function_app {fig(start['import_function_app_s'], ' s')}", end="")
     print(f" (CPU {fig(start['import_function_app_cpu_s'], ' s')};", end="")
@@ -573,6 +592,16 @@ def markdown(results: dict[str, Any]) -> str:
     rows.append(f"| `rss_kib_per_stream` | {rss} |")
     others = " | ".join(m(v["others_cpu_pct"]) if "others_cpu_pct" in v else "-" for v in conc["levels"].values())
     rows.append(f"| other work on the machine, % of a core | {others} |")
+
+    seed = conc.get("seed")
+    if seed:
+        n = seed["streams"]
+        rows.append(f"| the seeds' handler at {n} streams: `cpu_us_per_token`, `rss_kib_per_stream` |")
+        pad = " |" * (len(conc["levels"]) - 1)
+        rows[-1] += f" {m(seed['cpu_us_per_token'])}, {m(seed['rss_kib_per_stream'])} |{pad}"
+        if "cpu_us_per_token_vs_seed" in conc:
+            rows.append(f"| app / seed at {n} streams: CPU per token, RSS per stream |")
+            rows[-1] += f" {m(conc['cpu_us_per_token_vs_seed'])}, {m(conc['rss_kib_per_stream_vs_seed'])} |{pad}"
 
     start, mach = results["startup"], results["machine"]
     rows += [

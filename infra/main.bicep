@@ -32,7 +32,7 @@ param environmentName string
 })
 param location string
 
-@description('Object id of the developer running azd: gets the same data roles as the app, for keyless local runs. Empty: none.')
+@description('Object id of the developer running azd: gets Cognitive Services OpenAI User on Azure OpenAI, for keyless local runs (az login). Empty: none.')
 param principalId string = ''
 
 @allowed(['3.11', '3.12', '3.13'])

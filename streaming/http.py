@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -27,7 +28,15 @@ from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Respon
 
 import llm
 import telemetry
-from settings import SettingsError, StreamSettings, resume_settings, run_limits, stream_settings, weather_settings
+from settings import (
+    SettingsError,
+    StreamSettings,
+    framework_log_level,
+    resume_settings,
+    run_limits,
+    stream_settings,
+    weather_settings,
+)
 from streaming.encoders import Encoder, choose_encoder
 from streaming.events import StreamEvent
 from streaming.logsafe import one_line
@@ -53,6 +62,22 @@ RUN_METHODS = ("GET", "POST")
 RETRY_AFTER_S = 5
 #: The runs this worker process holds now (one event loop per process).
 RUN_SLOTS = RunSlots()
+
+
+_framework_level: list[str] = []  # the level last given to the framework's logger
+
+
+def _framework_logs(level: str) -> None:
+    """``FRAMEWORK_LOG_LEVEL`` on the ``agent_framework`` logger, set when
+    it changes (``setLevel`` clears every logger's cache: not per run)."""
+    if _framework_level != [level]:
+        logging.getLogger("agent_framework").setLevel(level)
+        _framework_level[:] = [level]
+
+
+def _reconnecting(req: Request) -> bool:
+    """A browser's EventSource reconnecting to a stream endpoint: a resume."""
+    return req.method == "GET" and "last-event-id" in req.headers
 
 
 def run_id_of(req: Request) -> str:
@@ -88,16 +113,24 @@ def store_unavailable() -> Response:
 async def stream_run(req: Request, runner: Runner, protocol: WireProtocol | None = None) -> Response:
     """Validate ``req``, then stream ``runner``'s events (in ``protocol``'s
     format when given). Whatever fails before the stream starts is a JSON
-    error, never a stack trace."""
+    error, never a stack trace, and with telemetry on a span of its own."""
+    started_ns = time.time_ns()
     run_id = run_id_of(req)
+    code = None
     try:
-        return await _stream_run(req, runner, run_id, protocol)
+        response = await _stream_run(req, runner, run_id, protocol)
     except ClientGone:
         logger.info("run %s: the client left before sending its whole body", run_id)
-        return Response(status_code=400)  # nobody reads it; the server just closes the connection
+        response, code = Response(status_code=400), "client_gone"  # nobody reads it; the connection just closes
     except Exception:
         logger.exception("run %s: %s %s failed before streaming", run_id, req.method, one_line(req.url.path))
-        return error_response(500, "internal_error", "The request failed unexpectedly.", run_id)
+        response = error_response(500, "internal_error", "The request failed unexpectedly.", run_id)
+    if response.status_code >= 400 and not _reconnecting(req):  # a resume's telemetry is _resume's
+        # Refused before any run started. The run id is the invocation id the
+        # host records for every request, so even a 400 can be found by it.
+        response.headers.setdefault("X-Run-Id", run_id)
+        await telemetry.observe_refusal(req, run_id, runner, response, started_ns, code)
+    return response
 
 
 async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireProtocol | None = None) -> Response:
@@ -107,7 +140,7 @@ async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireP
         response = error_response(405, "method_not_allowed", "Use GET (EventSource) or POST to start a run.")
         response.headers["Allow"] = ", ".join(RUN_METHODS)
         return response
-    if req.method == "GET" and "last-event-id" in req.headers:
+    if _reconnecting(req):
         # A browser's EventSource reconnecting: resume the run it was reading,
         # never run (and pay for) the agent again. 204 stops it for good.
         return await _resume(req, req.headers["last-event-id"], token=None, strict=False)
@@ -126,6 +159,7 @@ async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireP
         client, model = llm.chat_client()
         run_store(resume)  # a bad STREAM_STORE_URL is a 503 before anything runs
         weather_settings()  # so is a bad weather setting: not a broken stream
+        _framework_logs(framework_log_level())
     except RequestError as exc:
         # Past the body deadline the connection is closed: the rest of a
         # trickled body must not keep holding it.
@@ -239,6 +273,14 @@ async def resume_run(req: Request, token: str) -> Response:
 
 
 async def _resume(req: Request, cursor: str, *, token: str | None, strict: bool) -> Response:
+    """:func:`_resume_answer`, and its telemetry (a span and a count)."""
+    started_ns = time.time_ns()
+    response = await _resume_answer(req, cursor, token=token, strict=strict)
+    await telemetry.observe_resume(req, response, started_ns)
+    return response
+
+
+async def _resume_answer(req: Request, cursor: str, *, token: str | None, strict: bool) -> Response:
     """Serve run ``cursor``'s token from after its sequence number.
     ``strict`` (the runs route): a malformed id or one of another run is a
     400; on the stream endpoints it is 204, as for any id we do not know."""

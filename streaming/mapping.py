@@ -35,13 +35,10 @@ it hands back to the caller) is the same call, not a new one.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from streaming.events import Done, Error, StreamEvent, TextDelta, ToolCall, ToolResult
-
-logger = logging.getLogger(__name__)
 
 USAGE_KEYS = {
     "input_token_count": "input_tokens",
@@ -141,7 +138,6 @@ class UpdateMapper:
                 # module raises, and only a filtered answer needs the table.
                 from streaming.errors import CONTENT_FILTERED_ANSWER
 
-                logger.warning("the model service's content filter stopped %s's answer", agent)
                 events.append(Error(CONTENT_FILTERED_ANSWER.code, CONTENT_FILTERED_ANSWER.message))
             self._calls_in_turn = False
         return events

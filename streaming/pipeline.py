@@ -63,8 +63,9 @@ async def drive(
                         awaiting_text = False
                         observer.first_text()
                     emit(event)
-                    if event.terminal:
+                    if event.terminal:  # an error the runner reported itself (a content filter)
                         terminal = event
+                        logger.warning("run %s ended: %s", run_id, getattr(event, "code", type(event).__name__))
                         return
             except Exception as exc:
                 info = classify(exc)

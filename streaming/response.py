@@ -7,9 +7,11 @@ resumes after), encodes with its own encoder from the start of what the
 log holds (so stateful encoders write the same bytes on a resume) and
 sends only what lies after that position:
 
-* everything pending goes out in one write; ``coalesce_s`` (``COALESCE_MS``)
-  can wait a moment after a wake so tokens arriving faster than that share
-  a write;
+* everything pending goes out in one write, and after a wake it waits while
+  the run keeps appending on consecutive turns of the loop (at most
+  ``HOLD_S``), so a model faster than the socket shares writes while a
+  paced one is written at once; ``coalesce_s`` (``COALESCE_MS``) replaces
+  that wait with a fixed window;
 * it listens for ``http.disconnect`` itself, beside the body, and stops
   reading the moment the client goes away. Starlette stops listening under
   servers that report ASGI spec 2.4, and uvicorn drops writes to a closed
@@ -39,6 +41,13 @@ from streaming.runlog import CLOSE_TIMEOUT_S, Emit, Run
 
 logger = logging.getLogger(__name__)
 
+HOLD_S = 0.002  # the longest a write waits for events still being appended turn after turn
+# Turns of the loop with nothing new that end the wait: one while the run's events come one
+# per write (a paced model), a few once they come in bursts (a workflow hands its agents'
+# tokens on in bursts a few turns apart).
+QUIET_TURNS_PACED = 1
+QUIET_TURNS_BURSTS = 3
+
 STREAM_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
@@ -63,6 +72,25 @@ def run_of(events: AsyncIterator[StreamEvent], run_id: str) -> Run:
     run = Run(run_id=run_id)
     run.producer = relay
     return run
+
+
+async def _while_appending(run: Run, loop: asyncio.AbstractEventLoop, quiet_turns: int) -> None:
+    """Give the loop back while the run keeps appending (a model writing
+    faster than we can send), for at most ``HOLD_S``: those events then share
+    one write instead of a send and a task switch each. ``quiet_turns`` turns
+    of the loop with nothing new end it, so a paced model's token waits one
+    turn, not a timer."""
+    seen, deadline, quiet = run.readable_seq, loop.time() + HOLD_S, 0
+    while True:
+        await asyncio.sleep(0)
+        if run.readable_seq == seen:
+            quiet += 1
+            if quiet >= quiet_turns:
+                return
+        else:
+            seen, quiet = run.readable_seq, 0
+        if run.ended or loop.time() >= deadline:
+            return
 
 
 class EventStreamResponse(StreamingResponse):
@@ -152,13 +180,19 @@ class EventStreamResponse(StreamingResponse):
         with anyio.fail_after(self.send_timeout_s):
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         seq = run.base  # encode from the oldest event kept: stateful encoders need what came before `after`
+        quiet_turns = QUIET_TURNS_PACED
         while True:
             if seq < run.base:  # a run over its byte cap dropped events this reader had skipped anyway
                 seq = run.base
             start = seq - run.base
             if seq < run.readable_seq:
-                if self.coalesce_s > 0 and not run.ended:
-                    await asyncio.sleep(self.coalesce_s)  # let tokens arriving right behind share this write
+                if not run.ended:
+                    if self.coalesce_s > 0:
+                        await asyncio.sleep(self.coalesce_s)  # let tokens arriving right behind share this write
+                    else:
+                        await _while_appending(run, loop, quiet_turns)
+                    if seq < run.base:
+                        seq = run.base
                     start = seq - run.base
                 pending = run.events[start : run.readable_seq - run.base]
                 chunks = []
@@ -172,6 +206,7 @@ class EventStreamResponse(StreamingResponse):
                     self.complete = True
                 if chunks:
                     await self._write(send, b"".join(chunks) if len(chunks) > 1 else chunks[0])
+                quiet_turns = QUIET_TURNS_BURSTS if len(pending) > 1 else QUIET_TURNS_PACED
                 continue
             if run.ended and seq >= run.last_seq:
                 self.complete = True

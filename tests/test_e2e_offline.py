@@ -180,6 +180,21 @@ def test_run_id_is_the_invocation_id_and_tags_the_log(offline_app, offline_clien
     assert f"run {run_id} done" in offline_app.logs()
 
 
+def test_the_frameworks_tool_call_lines_are_logged_only_at_the_level_asked_for(offline_app, offline_client) -> None:
+    """FRAMEWORK_LOG_LEVEL (README): WARNING by default, so the framework's two INFO lines per tool call
+    are not written; INFO brings them back."""
+    from tests.support import AppServer
+
+    ask = {"message": "Weather in Oslo"}
+    with offline_client.stream("POST", "/api/agent/stream", json=ask) as quiet:
+        assert "event: tool_call" in quiet.read().decode()
+    assert f"run {quiet.headers['x-run-id']} done" in offline_app.logs()
+    assert "Function name: get_weather" not in offline_app.logs()
+    with AppServer({"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": "0", "FRAMEWORK_LOG_LEVEL": "info"}) as app:
+        assert httpx.post(f"{app.url}/api/agent/stream", json=ask, timeout=30).status_code == 200
+        assert "Function name: get_weather" in app.logs()
+
+
 def test_cors_follows_local_settings_host_cors(offline_client: httpx.Client) -> None:
     preflight = {
         "Origin": "http://allowed.example",

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streaming.encoders import NDJSONEncoder, SSEEncoder, TextEncoder, choose_encoder
+from streaming.encoders import NDJSONEncoder, SSEEncoder, TextEncoder, _json, _utf8, choose_encoder
 from streaming.events import AgentStarted, Done, Error, TextDelta, ToolCall, ToolResult
 from tests.support import parse_sse
 
@@ -157,3 +160,21 @@ def test_every_event_s_payload_on_the_wire() -> None:
         {"id": 7, "event": "error", "error": {"code": "timeout", "message": "Too slow."}},
     ]  # fmt: skip
     assert ToolResult("a", "c", "t", None).is_error is False and Done("p", "m").usage is None
+
+
+TRICKY = st.sampled_from(["\u2028", "\u2029", "\x85", "\ud800", "\udfff", '"', "\\", "\n", "\x00", "é", "😀"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.lists(st.one_of(st.text(), TRICKY)).map("".join), agent=st.one_of(st.text(), TRICKY))
+def test_text_events_are_written_as_the_json_of_their_payload(text: str, agent: str) -> None:
+    """Text has a hand-written fast path: it must be byte for byte what the
+    general path writes (line breaks escaped, lone surrogates replaced), and
+    read back as the text."""
+    event = TextDelta(text, agent)
+    wire = SSEEncoder().encode(4, event)
+    assert wire == _utf8(f"id: 4\ndata: {_json(event.payload())}\n\n")
+    data = wire.decode().removeprefix("id: 4\ndata: ")
+    assert data.count("\n") == 2 and data.endswith("\n\n"), "one data line, whatever the text"
+    fix = lambda s: re.sub("[\ud800-\udfff]", "\ufffd", s)  # noqa: E731
+    assert json.loads(data) == {"text": fix(text), "agent": fix(agent)}

@@ -15,14 +15,16 @@ here): tests/bicep.py parses the templates, these tests read them.
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from settings import SettingsError, model_settings
+from settings import SettingsError, model_settings, stream_settings
 from tests.bicep import (
     Arr,
     BicepSyntaxError,
@@ -424,3 +426,161 @@ output first string = items[0].key
     assert isinstance(value, Op) and value.op == "??"
     with pytest.raises(BicepSyntaxError):
         parse("var broken = { a: 'unterminated }\n")
+
+
+# App settings the Flex Consumption plan deprecates (its settings moved into
+# functionAppConfig, or do not apply to it): "Flex Consumption plan
+# deprecations" in Microsoft's app settings reference.
+FLEX_DEPRECATED_SETTINGS = {
+    "FUNCTIONS_EXTENSION_VERSION",
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_WORKER_RUNTIME_VERSION",
+    "FUNCTIONS_MAX_HTTP_CONCURRENCY",
+    "FUNCTIONS_WORKER_PROCESS_COUNT",
+    "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT",
+    "ENABLE_ORYX_BUILD",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTSHARE",
+    "WEBSITE_CONTENTOVERVNET",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT",
+    "WEBSITE_NODE_DEFAULT_VERSION",
+    "WEBSITE_SKIP_CONTENTSHARE_VALIDATION",
+    "WEBSITE_VNET_ROUTE_ALL",
+    "AzureWebJobsStorage",  # a connection string with the account key; the __* settings replace it
+}
+# (Microsoft's own Flex templates still send alwaysOn: false, so it is not listed.)
+FLEX_DEPRECATED_SITE_CONFIG = {
+    "linuxFxVersion",
+    "functionAppScaleLimit",
+    "preWarmedInstanceCount",
+    "use32BitWorkerProcess",
+    "functionsRuntimeScaleMonitoringEnabled",
+}
+
+
+def api_version(resource: Resource) -> str:
+    return resource.type.rsplit("@", 1)[1]
+
+
+def test_the_function_app_has_the_flex_consumption_shape(app_settings: dict[str, Any]) -> None:
+    """The shape of Microsoft's Flex Consumption templates
+    (Azure-Samples/functions-quickstart-python-http-azd,
+    azure-functions-flex-consumption-samples): an FC1 Linux plan, a
+    ``functionapp,linux`` site whose ``functionAppConfig`` carries the
+    deployment container, the scale settings and the runtime, and none of
+    the settings that plan deprecates."""
+    (plan,) = [r for r in resources(declarations("app/base.bicep")) if r.type.startswith("Microsoft.Web/serverfarms@")]
+    assert path(body_of(plan), "sku", "name").literal == "FC1"
+    assert path(body_of(plan), "sku", "tier").literal == "FlexConsumption"
+    assert path(body_of(plan), "properties", "reserved") is True  # Linux
+
+    (site,) = [r for r in resources(declarations("app/api.bicep")) if r.type.startswith("Microsoft.Web/sites@")]
+    assert api_version(site) >= "2023-12-01"  # the first API version with functionAppConfig
+    body = body_of(site)
+    assert path(body, "kind").literal == "functionapp,linux"
+    assert path(body, "properties", "serverFarmId") == Ident("planId")
+    config = path(body, "properties", "functionAppConfig")
+    storage = path(config, "deployment", "storage")
+    assert path(storage, "type").literal == "blobContainer"
+    blob_endpoint = Member(Member(Member(Ident("storage"), "properties"), "primaryEndpoints"), "blob")
+    assert path(storage, "value").parts == [blob_endpoint, Ident("deploymentContainerName")]
+    scale = path(config, "scaleAndConcurrency")
+    assert path(scale, "instanceMemoryMB") == Ident("instanceMemoryMB")
+    assert path(scale, "maximumInstanceCount") == Ident("maximumInstanceCount")
+    assert path(config, "runtime", "version") == Ident("pythonVersion")
+    # The host storage the settings name is the account the deployment uses.
+    assert app_settings["AzureWebJobsStorage__blobServiceUri"] == blob_endpoint
+
+    assert not FLEX_DEPRECATED_SETTINGS & app_settings.keys()
+    site_config = path(body, "properties", "siteConfig")
+    assert not FLEX_DEPRECATED_SITE_CONFIG & site_config.entries.keys()
+
+
+def test_the_deployment_container_is_the_one_created() -> None:
+    """The app reads its package from the container base.bicep creates: the
+    same name reaches both modules, and the container is created there."""
+    main = declarations("main.bicep")
+    for module in ("base", "api"):
+        assert path(named(main, "module", module).value, "params", "deploymentContainerName") == Ident(
+            "deploymentContainerName"
+        )
+    (container,) = [r for r in resources(declarations("app/base.bicep")) if r.type == "containers"]
+    assert path(body_of(container), "name") == Ident("deploymentContainerName")
+    (blob_services,) = [r for r in resources(declarations("app/base.bicep")) if r.type == "blobServices"]
+    assert container in body_of(blob_services).resources
+    # A container name is 3-63 lowercase letters, digits and hyphens: the
+    # prefix is, and the rest is cut to fit (32 + 7 characters).
+    name = named(main, "var", "deploymentContainerName").value
+    assert name.parts[0] == "app-package-" and len("app-package-") + 32 + 1 + 7 <= 63
+
+
+def test_the_developer_gets_only_what_local_runs_use() -> None:
+    """``principalId`` (the developer running azd) gets Cognitive Services
+    OpenAI User, for keyless local runs (``az login``); nothing else, since
+    a local run touches neither the app's storage nor its telemetry."""
+    for file in ("app/rbac.bicep", "app/openai-access.bicep"):
+        roles = {(role, principal.name) for role, principal, _ in role_assignments(file)}
+        assert {role for role, principal in roles if principal == "developerPrincipalId"} == {
+            ROLE_COGNITIVE_SERVICES_OPENAI_USER
+        }
+    main = declarations("main.bicep")
+    description = " ".join(
+        str(p) for d in named(main, "param", "principalId").decorators for a in d.args for p in a.parts
+    )
+    assert "Cognitive Services OpenAI User" in description
+
+
+# What the app needs at run time in Azure: everything else stays out of the
+# package that `azd deploy` and `func azure functionapp publish` upload (an
+# instance fetches that package at every cold start).
+RUNTIME_ENTRIES = {
+    "function_app.py",
+    "settings.py",
+    "telemetry.py",
+    "host.json",
+    "requirements.txt",
+    "agents",
+    "llm",
+    "streaming",
+    "tools",
+    "web",
+    "workflows",
+}
+
+
+def test_the_deployment_package_holds_the_runtime_only() -> None:
+    """``.funcignore`` (gitignore patterns, matched here against the
+    top-level names) leaves out the tests, the tools and what ``make``
+    creates (virtual environments, ``node_modules``, mutants), and nothing
+    the app imports."""
+    patterns = [
+        line.strip().rstrip("/")
+        for line in (ROOT / ".funcignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert not [p for p in patterns if p.startswith("!")], "negated patterns are not handled here"
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    generated = [
+        line.strip().rstrip("/")
+        for line in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith(("#", "!")) and not set(line.strip().rstrip("/")) & set("*/")
+    ]
+    names = {path.split("/", 1)[0] for path in tracked} | set(generated)
+    assert {"node_modules", "mutants", ".venv"} <= names
+    packaged = {n for n in names if not any(fnmatch.fnmatch(n, p) for p in patterns)}
+    # .python_packages is what `func ... publish --build local` builds into: it belongs in the package then.
+    assert packaged - {".python_packages"} == RUNTIME_ENTRIES
+
+
+def test_a_run_ends_before_azures_front_end_cuts_it(app_settings: dict[str, Any]) -> None:
+    """Azure answers an HTTP-triggered function for at most ~230 s: the
+    deadline the app runs with in Azure (as infra/ sets it, else the code's
+    default) ends a run before that, with heartbeats well inside it."""
+    names = ("RUN_DEADLINE_SECONDS", "HEARTBEAT_SECONDS")
+    limits = stream_settings({n: app_settings[n].literal for n in names if n in app_settings})
+    assert limits.deadline_s <= 220  # room for the run's last events to reach the client
+    assert limits.heartbeat_s * 4 <= limits.deadline_s

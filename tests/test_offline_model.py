@@ -111,33 +111,25 @@ async def test_a_slow_tool_times_out_as_a_tool_error() -> None:
         await weather.invoke(arguments={"location": "Oslo"})
 
 
-class DeadlineProvider:
-    """Reports how long the tool gives it, then answers."""
-
-    name = "deadline"
-
-    def __init__(self) -> None:
-        self.allowed_s: float | None = None
-
-    async def current(self, location: str):
-        import anyio
-
-        self.allowed_s = anyio.current_effective_deadline() - anyio.current_time()
-        return await OfflineWeatherProvider().current(location)
-
-
-async def test_the_tool_gives_a_provider_the_time_the_readme_states() -> None:
+async def test_the_tool_gives_a_provider_the_time_the_readme_states(monkeypatch: pytest.MonkeyPatch) -> None:
     """README: a tool that "takes over N s" fails; the call gets N seconds, no less, no more."""
+    import asyncio
     import re
 
     from tests.support import README
 
     stated = re.search(r"the tool fails or takes over (\d+(?:\.\d+)?) s", README.read_text(encoding="utf-8"))
     assert stated, "README's failure table names the tool's time limit"
-    provider = DeadlineProvider()
-    await make_weather_tool(provider).invoke(arguments={"location": "Oslo"})
-    assert provider.allowed_s is not None
-    assert float(stated[1]) - 0.5 < provider.allowed_s <= float(stated[1])
+    granted: list[float] = []
+    real_timeout = asyncio.timeout
+
+    def recording_timeout(delay: float | None):
+        granted.append(delay)
+        return real_timeout(delay)
+
+    monkeypatch.setattr(asyncio, "timeout", recording_timeout)
+    await make_weather_tool(OfflineWeatherProvider()).invoke(arguments={"location": "Oslo"})
+    assert granted == [float(stated[1])]
 
 
 @pytest.mark.parametrize("places", [["Oslo"], ["Oslo", "Lima"], ["Oslo", "Lima", "Cairo", "Perth", "Quito"]])

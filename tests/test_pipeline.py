@@ -124,3 +124,15 @@ async def test_an_unexpected_failure_before_streaming_is_a_json_500(monkeypatch)
     response = await http.stream_run(Request(scope), runner=None)
     assert response.status_code == 500
     assert response.body == b'{"error":{"code":"internal_error","message":"The request failed unexpectedly."}}'
+
+
+async def test_an_error_the_runner_reports_ends_the_run_and_is_logged_under_its_run_id(caplog) -> None:
+    async def runner():
+        yield TextDelta("a", "x")
+        yield Error("content_filtered", "The model service's content filter stopped the answer.")
+        yield TextDelta("after the end", "x")
+
+    caplog.set_level("WARNING", logger="streaming.pipeline")
+    events = await collect(runner())
+    assert [type(e) for e in events] == [TextDelta, Error]
+    assert "run test ended: content_filtered" in caplog.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 
+from streaming import response
 from streaming.encoders import SSEEncoder, TextEncoder
 from streaming.events import Done, TextDelta
 from streaming.response import EventStreamResponse
@@ -193,24 +194,76 @@ async def test_a_client_leaving_mid_run_is_logged(caplog) -> None:
     assert "run r2: the client disconnected" in caplog.text
 
 
-async def test_coalesce_window_lets_tokens_arriving_right_behind_share_a_write() -> None:
-    async def trickle():
-        for i in range(10):
-            yield TextDelta(str(i), "a")
-            await asyncio.sleep(0)  # each token on its own turn of the loop, as from a socket
-        yield Done("offline", "m")
-
-    async def writes_with(coalesce_s: float) -> list[bytes]:
+def _writes_of(events, coalesce_s: float = 0.0):
+    async def go() -> list[bytes]:
         writes = []
 
         async def send(message):
             if message["type"] == "http.response.body" and message["body"]:
                 writes.append(message["body"])
 
-        await EventStreamResponse(trickle(), coalesce_s=coalesce_s)(SCOPE, never_disconnects(), send)
+        await EventStreamResponse(events(), coalesce_s=coalesce_s)(SCOPE, never_disconnects(), send)
         return writes
 
-    at_once, coalesced = await writes_with(0), await writes_with(0.05)
+    return go()
+
+
+async def test_tokens_written_turn_after_turn_share_a_write_and_paced_ones_do_not_wait() -> None:
+    async def every_turn():
+        for i in range(10):
+            yield TextDelta(str(i), "a")
+            await asyncio.sleep(0)  # a model faster than the socket: a token on each turn of the loop
+        yield Done("offline", "m")
+
+    async def paced():
+        for i in range(5):
+            yield TextDelta(str(i), "a")
+            await asyncio.sleep(0.005)  # a model waiting between tokens
+        yield Done("offline", "m")
+
+    fast, slow = await _writes_of(every_turn), await _writes_of(paced)
+    assert b"".join(fast).count(b"\n\n") == 11
+    assert len(fast) <= 2, "tokens appended on consecutive turns go out together"
+    assert b"".join(slow).count(b"\n\n") == 6
+    assert len(slow) >= 5, "a token that waited for the model is written as it comes"
+
+
+async def test_tokens_coming_in_bursts_a_few_turns_apart_share_writes() -> None:
+    async def bursts():
+        for b in range(10):
+            for i in range(3):  # a workflow hands on its agent's tokens a few at a time
+                yield TextDelta(f"{b}.{i}", "a")
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        yield Done("offline", "m")
+
+    writes = await _writes_of(bursts)
+    assert b"".join(writes).count(b"\n\n") == 31
+    assert len(writes) <= 5, "once tokens come in bursts, a write waits a few quiet turns for the next"
+
+
+async def test_a_model_writing_on_every_turn_is_not_held_back_past_the_hold() -> None:
+    async def endless(seconds: float):
+        end = asyncio.get_running_loop().time() + seconds
+        i = 0
+        while asyncio.get_running_loop().time() < end:
+            yield TextDelta(str(i), "a")
+            i += 1
+            await asyncio.sleep(0)
+        yield Done("offline", "m")
+
+    writes = await _writes_of(lambda: endless(10 * response.HOLD_S))
+    assert len(writes) >= 4, "a write waits at most HOLD_S for more tokens, then goes"
+
+
+async def test_coalesce_window_lets_tokens_arriving_right_behind_share_a_write() -> None:
+    async def trickle():
+        for i in range(10):
+            yield TextDelta(str(i), "a")
+            await asyncio.sleep(0.002)  # tokens a timer apart: each would be its own write
+        yield Done("offline", "m")
+
+    at_once, coalesced = await _writes_of(trickle), await _writes_of(trickle, 0.05)
     assert b"".join(at_once).count(b"\n\n") == b"".join(coalesced).count(b"\n\n") == 11
     assert len(at_once) >= 8, "without a window each token is written as it comes"
     assert len(coalesced) <= 2

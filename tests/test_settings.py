@@ -227,6 +227,17 @@ def test_readme_defaults_of_text_settings(name: str, effective, monkeypatch: pyt
     assert effective({**azure, name: "4"}) != default.strip("`"), f"{name} is ignored"
 
 
+def test_framework_log_level_is_a_level_name_in_any_case_warning_by_default() -> None:
+    from settings import framework_log_level
+
+    assert ROWS["FRAMEWORK_LOG_LEVEL"].default == "`WARNING`"
+    assert framework_log_level({}) == "WARNING"
+    assert framework_log_level({"FRAMEWORK_LOG_LEVEL": " info "}) == "INFO"
+    with pytest.raises(SettingsError) as err:
+        framework_log_level({"FRAMEWORK_LOG_LEVEL": "loud"})
+    assert str(err.value) == "Setting FRAMEWORK_LOG_LEVEL must be one of: DEBUG, INFO, WARNING, ERROR, CRITICAL."
+
+
 def _auth_level(env: dict[str, str]) -> str:
     import function_app
 

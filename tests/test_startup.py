@@ -20,6 +20,9 @@ from tests.support import ROOT, hermetic_environ
 # start-up. (The Functions extension itself loads opentelemetry's context
 # module, so only the SDK parts are listed for opentelemetry.)
 HEAVY = ("openai", "agent_framework", "azure.identity", "aiohttp", "redis", "ag_ui", "opentelemetry.sdk")
+# The app's own request code (settings, the streaming layer, the models, the tools, telemetry): read by
+# the first request that needs it, so indexing pays only for the Functions library and the FastAPI extension.
+OWN = ("settings", "streaming", "llm", "tools", "agents", "workflows", "telemetry", "web")
 
 PROBE = textwrap.dedent(
     """
@@ -30,6 +33,7 @@ PROBE = textwrap.dedent(
 
     import function_app
     after_import = heavy()
+    own = sorted(m for m in sys.modules if any(m == o or m.startswith(o + ".") for o in OWN))
 
     from starlette.requests import Request
 
@@ -49,14 +53,14 @@ PROBE = textwrap.dedent(
         return health.status_code, bad.status_code
 
     statuses = asyncio.run(answers())
-    print(json.dumps({"after_import": after_import, "statuses": statuses, "after_answers": heavy()}))
+    print(json.dumps({"after_import": after_import, "own": own, "statuses": statuses, "after_answers": heavy()}))
     """
 )
 
 
 def run_probe() -> dict:
     env = {**hermetic_environ(), "MODEL_PROVIDER": "offline"}
-    script = f"HEAVY = {HEAVY!r}\n{PROBE}"
+    script = f"HEAVY = {HEAVY!r}\nOWN = {OWN!r}\n{PROBE}"
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
     )
@@ -67,6 +71,7 @@ def run_probe() -> dict:
 def test_importing_the_app_and_answering_without_a_model_load_nothing_heavy() -> None:
     found = run_probe()
     assert found["after_import"] == [], "imported at start-up: " + ", ".join(found["after_import"])
+    assert found["own"] == [], "the app's request code imported at start-up: " + ", ".join(found["own"])
     assert found["statuses"] == [200, 400]
     assert found["after_answers"] == [], "imported by /api/health or a 4xx: " + ", ".join(found["after_answers"])
 

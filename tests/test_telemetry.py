@@ -23,7 +23,7 @@ import pytest
 import telemetry
 from settings import SettingsError, telemetry_settings
 from tests.conftest import OFFLINE_VALUES
-from tests.support import ROOT, AppServer, hermetic_environ, stream_events
+from tests.support import ROOT, AppServer, hermetic_environ, parse_sse, stream_events
 
 SECRET = "Zanzibar-7f3a"  # a place name no span may carry unless asked to
 
@@ -152,6 +152,8 @@ def test_a_run_is_traced_request_run_model_and_tool_calls(default_run: tuple[lis
     (tool,) = [s for s in below if s["name"] == "execute_tool get_weather"]
     assert tool["attributes"]["gen_ai.tool.name"] == "get_weather"
     assert all(s["trace_id"] == request["trace_id"] for s in below)
+    # Each of them carries the run id and the invocation id, as the run does.
+    assert {(s["attributes"]["app.run.id"], s["attributes"]["faas.invocation_id"]) for s in below} == {(run_id, run_id)}
 
 
 def test_a_workflow_run_nests_both_agents_under_the_run(tmp_path: Path) -> None:
@@ -210,6 +212,11 @@ def test_a_failed_run_is_an_error_span_and_counted_by_code(tmp_path: Path) -> No
     (run,) = [s for s in dump["spans"] if s["name"] == "run agent"]
     assert run["status"] == "ERROR"
     assert run["attributes"]["app.run.outcome"] == "error" and run["attributes"]["error.type"] == "timeout"
+    assert run["attributes"]["app.error.code"] == "timeout"
+    # The request span says it too: the stream was an HTTP 200 all the same.
+    (request,) = [s for s in dump["spans"] if s["span_id"] == run["parent_id"]]
+    assert request["attributes"]["app.run.outcome"] == "error" and request["attributes"]["app.error.code"] == "timeout"
+    assert request["attributes"]["http.response.status_code"] == 200
     (finished,) = metric_points(dump, "stream.runs.finished")
     assert finished["attributes"]["error.type"] == "timeout"
 
@@ -371,22 +378,35 @@ def test_runs_reach_application_insights_through_the_distro(tmp_path: Path) -> N
                 response, events = stream_events(client, "/api/agent/stream", json_body={"message": "Weather in Oslo?"})
                 assert events[-1].event == "done"
                 run_ids.append(response.headers["x-run-id"])
+            refused_id = client.post("/api/agent/stream", json={"messages": []}).headers["x-run-id"]
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 requests = [r for r in ingestion.of("RequestData") if r["properties"].get("app.run.id") in run_ids]
                 runs = [d for d in ingestion.of("RemoteDependencyData") if d["name"] == "run agent"]
                 metrics = {m["name"] for data in ingestion.of("MetricData") for m in data["metrics"]}
-                if len(requests) == len(runs) == 4 and "stream.runs.finished" in metrics:
+                refusals = [r for r in ingestion.of("RequestData") if r["properties"].get("app.run.id") == refused_id]
+                if len(requests) == len(runs) == 4 and "stream.runs.finished" in metrics and refusals:
                     break
                 time.sleep(0.2)
             assert requests, f"no request telemetry arrived; app log:\n{app.logs()}"
             assert {r["name"] for r in requests} == {"POST /api/agent/stream"}
             assert sorted(r["properties"]["app.run.id"] for r in runs) == sorted(run_ids)
             assert {r["properties"]["app.run.outcome"] for r in runs} == {"done"}
+            # A refused request, as the README's queries find it: its code among the
+            # custom dimensions (where error.type, a standard attribute, is not kept).
+            (refused,) = refusals
+            assert refused["responseCode"] == "400" and refused["success"] is False
+            assert refused["properties"]["app.run.outcome"] == "refused"
+            assert refused["properties"]["app.error.code"] == "missing_message"
+            assert "error.type" not in refused["properties"]
             # The whole run: every span, not a sample (the distro's default keeps ~5 spans a second).
             dependencies = [d["name"] for d in ingestion.of("RemoteDependencyData")]
             expected = ["run agent", "invoke_agent weather", "chat offline-demo", "execute_tool get_weather"]
             assert sorted(dependencies) == sorted([*expected, "chat offline-demo"] * 4)
+            # Every row of a run is found by its run id (the model and tool calls too).
+            assert sorted(d["properties"]["app.run.id"] for d in ingestion.of("RemoteDependencyData")) == sorted(
+                run_ids * 5
+            )
             assert "stream.runs.finished" in metrics
             # Logs are the host's to ship, not sent twice. They would have come with
             # the spans (same 100 ms schedule); give a straggler a moment anyway.
@@ -394,3 +414,123 @@ def test_runs_reach_application_insights_through_the_distro(tmp_path: Path) -> N
             assert not ingestion.of("MessageData")
     finally:
         ingestion.server.shutdown()
+
+
+def test_requests_refused_before_a_run_are_traced_and_counted(tmp_path: Path) -> None:
+    """Bad input, a method that starts nothing and a full instance each
+    leave a server span with the status, the error code, the run id and
+    the invocation id, and a count; none of them a run."""
+    answers: dict[str, httpx.Response] = {}
+    caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+    def refuse(client: httpx.Client) -> None:
+        stream = "/api/agent/stream"
+        parent = {"traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01"}
+        answers["invalid_json"] = client.post(
+            stream, content=b"{", headers={"content-type": "application/json", **parent}
+        )
+        answers["unsupported_media_type"] = client.post(stream, content=b"hi", headers={"content-type": "text/plain"})
+        answers["body_too_large"] = client.post(stream, json={"message": "x" * 2000})
+        answers["method_not_allowed"] = client.head(stream)
+        answers["invalid_run_input"] = client.post("/api/agent/ag-ui", json={"messages": "no"})
+        # One run holds the only slot: the next request is refused with 429.
+        with client.stream("POST", stream, json={"message": "Write a long report on the weather in Oslo"}) as held:
+            for line in held.iter_lines():
+                if line.startswith("data:"):
+                    break
+            answers["too_many_runs"] = client.post(stream, json={"message": "Weather in Oslo?"})
+
+    values = {"MAX_CONCURRENT_RUNS": "1", "MAX_BODY_BYTES": "1024", "OFFLINE_MODEL_DELAY_MS": "20"}
+    _, dump, _ = run_host(tmp_path, values, [], drive=refuse)
+    statuses = {code: response.status_code for code, response in answers.items()}
+    assert statuses == {
+        "invalid_json": 400,
+        "unsupported_media_type": 415,
+        "body_too_large": 413,
+        "method_not_allowed": 405,
+        "invalid_run_input": 400,
+        "too_many_runs": 429,
+    }
+    refused = {
+        s["attributes"]["error.type"]: s
+        for s in dump["spans"]
+        if s["kind"] == "SERVER" and "error.type" in s["attributes"]
+    }
+    assert set(refused) == set(answers)
+    for code, span in refused.items():
+        attributes = span["attributes"]
+        assert attributes["http.response.status_code"] == statuses[code]
+        assert attributes["app.run.outcome"] == "refused"
+        assert attributes["app.endpoint"] == "agent"
+        assert attributes["app.run.id"] and attributes["faas.invocation_id"] == attributes["app.run.id"]
+        assert span["status"] == "UNSET"  # the client's error, not the server's
+        assert span["name"] == f"{'HEAD' if code == 'method_not_allowed' else 'POST'} {attributes['url.path']}"
+    assert refused["too_many_runs"]["attributes"]["app.run.id"] == answers["too_many_runs"].headers["x-run-id"]
+    assert refused["invalid_run_input"]["attributes"]["url.path"] == "/api/agent/ag-ui"
+    assert f"{refused['invalid_json']['trace_id']:032x}" == caller_trace  # the caller's trace goes on
+    assert not [s for s in dump["spans"] if s["parent_id"] in {r["span_id"] for r in refused.values()}]
+
+    counted = {
+        (p["attributes"]["error.type"], p["attributes"]["http.response.status_code"]): p["value"]
+        for p in metric_points(dump, "stream.runs.refused")
+    }
+    assert counted == {(code, status): 1 for code, status in statuses.items()}
+    (started,) = metric_points(dump, "stream.runs.started")
+    assert started["value"] == 1  # only the run that held the slot started
+
+
+def test_requests_to_resume_a_run_are_traced_and_counted_by_outcome(tmp_path: Path) -> None:
+    """A resume (the runs route, or a stream endpoint's Last-Event-ID) leaves
+    a server span with its outcome, the resumed run's id and its own
+    invocation id, and a count by outcome; none of them starts a run."""
+    answers: dict[str, httpx.Response] = {}
+
+    def resume(client: httpx.Client) -> None:
+        with client.stream("POST", "/api/agent/stream", json={"message": "Weather in Oslo?"}) as first:
+            events = parse_sse(list(first.iter_lines()))
+        answers["first"] = first
+        token, last = first.headers["x-run-token"], events[-1].id
+        runs = f"/api/runs/{token}/stream"
+        answers["resumed"] = client.get(runs, params={"after": f"{token}:2"})
+        answers["finished"] = client.get(runs, headers={"Last-Event-ID": last})
+        answers["bad_id"] = client.get(runs, params={"after": "nope"})
+        answers["reconnect"] = client.get(
+            "/api/agent/stream", params={"message": "hi"}, headers={"Last-Event-ID": "unknown-run:3"}
+        )
+
+    _, dump, _ = run_host(tmp_path, {}, [], drive=resume)
+    assert {k: r.status_code for k, r in answers.items()} == {
+        "first": 200,
+        "resumed": 200,
+        "finished": 204,
+        "bad_id": 400,
+        "reconnect": 204,
+    }
+    spans = [s for s in dump["spans"] if s["attributes"].get("app.endpoint") == "resume"]
+    by_path = sorted(
+        (s["attributes"]["app.run.outcome"], s["attributes"]["http.response.status_code"], s["attributes"]["url.path"])
+        for s in spans
+    )
+    runs = f"/api/runs/{answers['first'].headers['x-run-token']}/stream"
+    assert by_path == sorted(
+        [
+            ("resumed", 200, runs),
+            ("nothing_to_resume", 204, runs),
+            ("refused", 400, runs),
+            ("nothing_to_resume", 204, "/api/agent/stream"),
+        ]
+    )
+    (resumed,) = [s for s in spans if s["attributes"]["app.run.outcome"] == "resumed"]
+    run_id = answers["first"].headers["x-run-id"]
+    assert resumed["attributes"]["app.run.id"] == run_id == answers["resumed"].headers["x-run-id"]
+    assert resumed["attributes"]["faas.invocation_id"] not in (None, run_id)  # the resume is a request of its own
+    (refused,) = [s for s in spans if s["attributes"]["app.run.outcome"] == "refused"]
+    assert refused["attributes"]["app.error.code"] == "invalid_event_id"
+    counted = {
+        (p["attributes"]["app.run.outcome"], p["attributes"]["http.response.status_code"]): p["value"]
+        for p in metric_points(dump, "stream.resumes")
+    }
+    assert counted == {("resumed", 200): 1, ("nothing_to_resume", 204): 2, ("refused", 400): 1}
+    (started,) = metric_points(dump, "stream.runs.started")
+    assert started["value"] == 1
+    assert not metric_points(dump, "stream.runs.refused")  # a resume is not a refused run

@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from tests.agui_support import run_input, user
+from tests.otlp_collector import FakeCollector, attributes
 from tests.support import ROOT, hermetic_environ, parse_sse
 
 pytestmark = pytest.mark.worker313
@@ -104,7 +105,17 @@ class Worker:
 
 
 @pytest.fixture(scope="module")
-def worker() -> Iterator[Worker]:
+def collector() -> Iterator[FakeCollector]:
+    """Where the worker's telemetry goes: it runs with telemetry on, as in Azure."""
+    fake = FakeCollector()
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+@pytest.fixture(scope="module")
+def worker(collector: FakeCollector) -> Iterator[Worker]:
     if not WORKER_PYTHON.exists():
         pytest.fail(
             "The Python 3.13 worker environment is missing: run `make worker313` (it needs python3.13, e.g. "
@@ -112,6 +123,7 @@ def worker() -> Iterator[Worker]:
         )
     env = {k: v for k, v in hermetic_environ().items() if k not in AZURE_MARKERS}
     env.update({"MODEL_PROVIDER": "offline", "OFFLINE_MODEL_DELAY_MS": "30", "PYTHONUNBUFFERED": "1"})
+    env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "100"})
     (ROOT / "test-output").mkdir(exist_ok=True)
     with (ROOT / "test-output" / "worker313.log").open("w") as log:
         process = subprocess.Popen(
@@ -251,3 +263,47 @@ def test_health_under_the_worker(worker: Worker) -> None:
     model = {"configured": True, "provider": "offline", "model": "offline-demo"}
     assert response.json() == {"status": "ok", "model": model}
     assert worker.next(timeout=max(1.0, 30 - (time.monotonic() - started)))["invocation_id"] == invocation_id
+
+
+def test_runs_are_traced_with_the_hosts_invocation_id_under_the_worker(
+    worker: Worker, collector: FakeCollector
+) -> None:
+    """Under the real worker the request, the run and the framework's model
+    and tool calls nest in one trace, each carrying the invocation id the
+    host gave (what Application Insights joins the host's own rows on); a
+    refused request is traced too."""
+    uri = worker.init["capabilities"]["HttpUri"]
+    invocation_id = worker.invoke("stream_agent", "POST", "/api/agent/stream")
+    body = {"message": "What is the weather in Oslo?"}
+    with httpx.Client(base_url=uri, timeout=30) as client:
+        response = client.post("/api/agent/stream", json=body, headers={"x-ms-invocation-id": invocation_id})
+        assert response.status_code == 200 and "event: done" in response.text
+        worker.next()
+        refused_id = worker.invoke("stream_agent", "POST", "/api/agent/stream")
+        refused = client.post("/api/agent/stream", json={"message": ""}, headers={"x-ms-invocation-id": refused_id})
+        assert refused.status_code == 400
+        worker.next()
+
+    def spans_of(run_id: str) -> list[tuple[str, Any]]:
+        return [
+            (span.name, span)
+            for _, span in collector.spans()
+            if attributes(span.attributes).get("app.run.id") == run_id
+        ]
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        names = [name for name, _ in spans_of(invocation_id)]
+        if "execute_tool get_weather" in names and names.count("chat offline-demo") == 2 and spans_of(refused_id):
+            break
+        time.sleep(0.2)
+    spans = dict(spans_of(invocation_id))
+    assert {"POST /api/agent/stream", "run agent", "invoke_agent weather", "execute_tool get_weather"} <= set(spans), (
+        worker.log()
+    )
+    assert all(attributes(s.attributes)["faas.invocation_id"] == invocation_id for _, s in spans_of(invocation_id))
+    assert len({s.trace_id for _, s in spans_of(invocation_id)}) == 1
+    assert spans["run agent"].parent_span_id == spans["POST /api/agent/stream"].span_id
+    ((name, refusal),) = spans_of(refused_id)
+    assert name == "POST /api/agent/stream"
+    assert attributes(refusal.attributes)["app.error.code"] == "empty_message"

@@ -16,12 +16,11 @@ itself is built in ``tools/tool.py``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Protocol
-
-import anyio
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ async def lookup(provider: WeatherProvider, location: str, *, timeout_s: float =
     Raises only :class:`WeatherError`: a timeout or an unexpected exception
     becomes one with a message fit for the model (the detail goes to the log)."""
     try:
-        with anyio.fail_after(timeout_s):
+        async with asyncio.timeout(timeout_s):
             report = await provider.current(location)
     except WeatherError:
         raise
