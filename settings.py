@@ -293,7 +293,8 @@ def resume_settings(env: Mapping[str, str] | None = None) -> ResumeSettings:
     url = _get(env, "STREAM_STORE_URL") or ""
     if url.lower() == "memory":
         url = ""
-    if url and url.split("://", 1)[0].lower() not in ("redis", "rediss"):
+    scheme, separator, _ = url.partition("://")
+    if url and (not separator or scheme.lower() not in ("redis", "rediss")):
         raise SettingsError("Setting STREAM_STORE_URL must be empty, 'memory', or a redis:// or rediss:// URL.")
     return ResumeSettings(
         coalesce_s=_number(env, "COALESCE_MS") / 1000,

@@ -403,7 +403,7 @@ def test_stream_store_url_is_memory_or_a_redis_url(value: str, store_url: str) -
     assert settings_module.resume_settings({"STREAM_STORE_URL": value}).store_url == store_url
 
 
-@pytest.mark.parametrize("value", ["http://cache:6379", "memcache", "sqlite:///runs.db?x=redis://y"])
+@pytest.mark.parametrize("value", ["http://cache:6379", "memcache", "sqlite:///runs.db?x=redis://y", "redis", "rediss"])
 def test_any_other_stream_store_url_is_refused_without_echoing_it(value: str) -> None:
     with pytest.raises(settings_module.SettingsError) as raised:
         settings_module.resume_settings({"STREAM_STORE_URL": value})
