@@ -242,6 +242,45 @@ async def test_tokens_coming_in_bursts_a_few_turns_apart_share_writes() -> None:
     assert len(writes) <= 5, "once tokens come in bursts, a write waits a few quiet turns for the next"
 
 
+def _bursts(gap_turns: int, count: int = 10):
+    async def events():
+        for b in range(count):
+            for i in range(3):
+                yield TextDelta(f"{b}.{i}", "a")
+            for _ in range(gap_turns):
+                await asyncio.sleep(0)
+        yield Done("offline", "m")
+
+    return events
+
+
+async def test_bursts_wait_three_quiet_turns_for_the_next_not_four() -> None:
+    """Once a stream comes in bursts, three turns of the loop with nothing new
+    end the wait: a burst three turns behind still shares the write, one four
+    turns behind gets its own."""
+    three, four = await _writes_of(_bursts(3)), await _writes_of(_bursts(4))
+    assert b"".join(three).count(b"\n\n") == b"".join(four).count(b"\n\n") == 31
+    assert len(three) <= 5
+    assert len(four) >= 9
+
+
+async def test_a_bursting_stream_that_pauses_is_written_at_once_not_held(monkeypatch) -> None:
+    """The quiet turns end the wait, not the hold: with a hold far longer than
+    the run, each burst still goes out before the pause after it."""
+    monkeypatch.setattr(response, "HOLD_S", 60.0)
+
+    async def paused_bursts():
+        for b in range(3):
+            for i in range(3):
+                yield TextDelta(f"{b}.{i}", "a")
+            if b < 2:
+                await asyncio.sleep(0.01)
+        yield Done("offline", "m")
+
+    writes = await asyncio.wait_for(_writes_of(paused_bursts), 10)
+    assert [w.count(b"\n\n") for w in writes] == [3, 3, 4]
+
+
 async def test_a_model_writing_on_every_turn_is_not_held_back_past_the_hold() -> None:
     async def endless(seconds: float):
         end = asyncio.get_running_loop().time() + seconds

@@ -397,6 +397,7 @@ def test_the_settings_error_for_a_client_that_cannot_be_built_is_exact(monkeypat
         ("redis://cache:6379/0", "redis://cache:6379/0"),
         ("rediss://cache:6380/0", "rediss://cache:6380/0"),
         ("REDISS://cache:6380", "REDISS://cache:6380"),
+        ("redis://:pa://ss@cache:6379/0", "redis://:pa://ss@cache:6379/0"),  # "://" in a password
     ],
 )
 def test_stream_store_url_is_memory_or_a_redis_url(value: str, store_url: str) -> None:
