@@ -330,26 +330,9 @@ class ModelStream:
         self.closed.set()
 
 
-async def test_a_reader_leaving_closes_the_source_even_while_the_run_is_cancelled() -> None:
-    stream = ModelStream()
-    gone = asyncio.Event()
-
-    async def receive():
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        pass
-
-    task = asyncio.create_task(EventStreamResponse(stream, heartbeat_s=10)(SCOPE, receive, send))
-    await asyncio.sleep(0.05)
-    gone.set()
-    await asyncio.wait_for(task, 5)
-    await asyncio.wait_for(stream.closed.wait(), 5)
-
-
-async def test_a_source_whose_close_hangs_does_not_hold_the_run() -> None:
-    stream = ModelStream(close_hangs=True)
+async def _reader_leaves(stream: ModelStream) -> EventStreamResponse:
+    """Serve ``stream`` to a client that leaves after 50 ms; returns once the
+    response has ended."""
     gone = asyncio.Event()
 
     async def receive():
@@ -364,6 +347,18 @@ async def test_a_source_whose_close_hangs_does_not_hold_the_run() -> None:
     await asyncio.sleep(0.05)
     gone.set()
     await asyncio.wait_for(task, 10)
+    return response
+
+
+async def test_a_reader_leaving_closes_the_source_even_while_the_run_is_cancelled() -> None:
+    stream = ModelStream()
+    await _reader_leaves(stream)
+    await asyncio.wait_for(stream.closed.wait(), 5)
+
+
+async def test_a_source_whose_close_hangs_does_not_hold_the_run() -> None:
+    stream = ModelStream(close_hangs=True)
+    response = await _reader_leaves(stream)
     ended, _ = await asyncio.wait({response.run.task}, timeout=10)
     assert ended, "the run's close is bounded, whatever the source does"
     assert not stream.closed.is_set()
