@@ -211,7 +211,7 @@ def test_the_window_expiring_cancels_the_model_call(fake: FakeOpenAI, model_pair
     with fake.fresh():
         # 20 s of answer: the model is still writing when the window runs out.
         fake.enqueue(text_response(" ".join(f"w{i}" for i in range(1000)), delay=0.02))
-        with httpx.Client(base_url=model_pair[0].url) as client:
+        with httpx.Client(base_url=model_pair[0].url, timeout=30) as client:
             cut(client, AGENT, 3)
             left = time.monotonic()
             assert fake.wait_until(lambda f: f.cancelled_streams == 1, WINDOW_S + 8), "not cancelled after the window"
