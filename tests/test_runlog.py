@@ -199,3 +199,34 @@ def test_tool_results_count_against_the_cap_too() -> None:
     for i in range(50):
         run.append(ToolResult("agent", f"c{i}", "get_weather", {"report": "x" * 1000}, False))
     assert run.base > 0 and run.bytes <= run.max_bytes
+
+
+def test_a_trim_that_can_drop_just_one_event_drops_it() -> None:
+    run = Run(run_id="r")
+    run.max_bytes = SIZE // 2  # every event alone is over it: each append drops all but the newest
+    sent = appended(run, 2)
+    assert (run.base, run.events, run.bytes) == (1, sent[1:], SIZE)
+
+
+async def test_with_a_shared_store_readers_see_an_event_only_once_it_is_stored() -> None:
+    """The Redis backend: a client must only hold ids the store can resume."""
+    run = Run(run_id="r")
+    run.stored(0)
+    appended(run, 3)
+    assert (run.last_seq, run.readable_seq) == (3, 0)
+    waiter = asyncio.get_running_loop().create_future()
+    run.subscribe(waiter)
+    assert not waiter.done(), "nothing readable yet: the reader waits"
+    run.stored(2)
+    assert waiter.done() and run.readable_seq == 2, "storing wakes the reader, up to what is stored"
+    run.stored(None)  # the store is gone: readers go on with the log alone
+    assert run.readable_seq == 3
+
+
+def test_every_append_is_handed_to_the_callbacks_after_it_is_in_the_log() -> None:
+    run = Run(run_id="r")
+    seen: list[tuple[int, int]] = []
+    run.on_append(lambda r: seen.append((r.last_seq, len(r.events))))
+    run.on_append(lambda r: seen.append((-r.last_seq, 0)))
+    appended(run, 2)
+    assert seen == [(1, 1), (-1, 0), (2, 2), (-2, 0)]

@@ -435,3 +435,31 @@ def test_allowed_hosts_skips_blank_entries_and_never_admits_a_wildcard_bind_addr
     with pytest.raises(settings_module.SettingsError) as raised:
         settings_module.allowed_hosts({"ALLOWED_HOSTS": "evil.example/path"})
     assert str(raised.value) == "Setting ALLOWED_HOSTS must be a comma-separated list of host names (or *)."
+
+
+# A setting each reader takes, and a value that changes what it returns.
+FROM_THE_ENVIRONMENT = {
+    "model_settings": ("OFFLINE_MODEL_DELAY_MS", "7"),
+    "stream_settings": ("MAX_MESSAGE_CHARS", "7"),
+    "run_limits": ("MAX_OUTPUT_TOKENS", "7"),
+    "allowed_hosts": ("ALLOWED_HOSTS", "app.example"),
+    "resume_settings": ("RESUME_WINDOW_SECONDS", "7"),
+    "telemetry_settings": ("OTEL_SDK_DISABLED", "true"),
+    "weather_settings": ("WEATHER_PROVIDER", "open-meteo"),
+    "framework_log_level": ("FRAMEWORK_LOG_LEVEL", "DEBUG"),
+}
+
+
+def test_every_reader_is_listed_for_the_environment_test() -> None:
+    assert sorted(FROM_THE_ENVIRONMENT) == sorted(fn.__name__ for fn in _readers())
+
+
+@pytest.mark.parametrize("reader", sorted(FROM_THE_ENVIRONMENT))
+def test_with_no_mapping_given_settings_come_from_the_process_environment(
+    reader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """How the app calls them: per request, from the app settings."""
+    name, value = FROM_THE_ENVIRONMENT[reader]
+    read = getattr(settings_module, reader)
+    monkeypatch.setenv(name, value)
+    assert read() == read({name: value}) != read({})
