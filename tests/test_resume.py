@@ -206,6 +206,7 @@ def test_a_run_over_its_byte_cap_drops_events_every_reader_has_sent(caplog: pyte
 
 def test_event_ids_parse() -> None:
     assert parse_event_id("abc_-DEF:12") == ("abc_-DEF", 12)
+    assert parse_event_id("a:b:12") == ("a:b", 12), "the number is after the last colon"
     for bad in ("12", ":3", "abc:", "abc:-1", "abc:1.5", "a" * 70 + ":1"):
         assert parse_event_id(bad) is None, bad
 

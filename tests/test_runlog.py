@@ -8,7 +8,10 @@ run that ends with ``cancelled``; here each rule is checked where it is made.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
+
+import pytest
 
 from streaming.events import Error, TextDelta, ToolResult
 from streaming.runlog import MemoryStore, Run, approx_size
@@ -62,12 +65,14 @@ def test_a_trim_drops_down_to_three_quarters_of_the_cap_not_more() -> None:
     assert 1 < trims < 20
 
 
-def test_events_a_reader_has_not_sent_yet_are_never_dropped() -> None:
+def test_events_a_reader_has_not_sent_yet_are_never_dropped(caplog: pytest.LogCaptureFixture) -> None:
     run = capped_run(5)
     reader = Reader(position=3)
     run.attach(reader)
-    sent = appended(run, 30)
+    with caplog.at_level(logging.WARNING, logger="streaming.runlog"):
+        sent = appended(run, 30)
     assert run.base == 3, "everything after the reader's position is kept, over the cap"
+    assert len(caplog.records) == 1, "one line for the one drop, none for each append that could drop nothing"
     assert run.events == sent[3:]
     reader.position = 30
     run.append(TextDelta(WORD, "agent"))
@@ -109,8 +114,10 @@ async def test_a_reader_on_another_instance_keeps_the_run_going_and_a_lost_store
         await asyncio.Event().wait()
 
     answers: list[object] = [1, OSError("redis is gone")]
+    asked: list[float] = []
 
     async def count_remote_readers() -> int:
+        asked.append(asyncio.get_running_loop().time())
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
@@ -128,6 +135,7 @@ async def test_a_reader_on_another_instance_keeps_the_run_going_and_a_lost_store
     assert run.remote_readers == 1
     await asyncio.wait_for(run.task, 5)  # the next look (a second later) finds no store: cancelled
     assert answers == [] and run.remote_readers == 0
+    assert 0.95 <= asked[1] - asked[0] < 1.9, "with a reader elsewhere the store is asked again a second later"
     assert run.events[-1] == Error("cancelled", run.events[-1].message)
 
 
@@ -230,3 +238,37 @@ def test_every_append_is_handed_to_the_callbacks_after_it_is_in_the_log() -> Non
     run.on_append(lambda r: seen.append((-r.last_seq, 0)))
     appended(run, 2)
     assert seen == [(1, 1), (-1, 0), (2, 2), (-2, 0)]
+
+
+async def test_a_client_back_while_the_store_is_asked_keeps_the_run_and_leaving_again_starts_a_new_window() -> None:
+    """The window ends, and while the store is asked for readers elsewhere a
+    client resumes here: the run goes on, and when that client leaves too
+    the run gets its window from then (not a leftover look a second later)."""
+
+    async def forever(emit) -> None:
+        emit(TextDelta("hello", "agent"))
+        await asyncio.Event().wait()
+
+    store = MemoryStore()
+    run = await store.start_run(run_id="r", window_s=0.05, producer=forever)
+    first, back = Reader(position=0), Reader(position=1)
+    came_back = asyncio.Event()
+
+    async def count_remote_readers() -> int:
+        if not came_back.is_set():
+            run.attach(back)
+            came_back.set()
+        return 0
+
+    run.count_remote_readers = count_remote_readers
+    run.attach(first)
+    await asyncio.sleep(0.01)
+    await run.detach(first)
+    await came_back.wait()
+    await asyncio.sleep(0.1)  # past the window: the client that came back holds the run
+    assert not run.ended
+    await run.detach(back)
+    # Its own window (0.05 s), then cancelled. (Not wait_for: a timeout there
+    # would cancel the run itself, and the run ends the same way.)
+    await asyncio.wait({run.task}, timeout=0.7)
+    assert run.ended and run.events[-1].code == "cancelled"
