@@ -274,3 +274,25 @@ def test_a_call_without_a_model_id_gets_one_of_the_app_s() -> None:
     mapper = UpdateMapper()
     mapper.feed(update(first, second), "a")
     assert [event.call_id for event in mapper.flush()] == ["call-app-1", "call-app-2"]
+
+
+def test_a_result_without_the_call_s_occurrence_id_is_paired_by_the_model_s_id_or_the_one_shown() -> None:
+    """A result that does not carry its call's occurrence id (a result the
+    framework did not tag, or one a client hands back) is paired by the
+    model's id for the call, or by the id the client was shown, not by order."""
+    mapper = UpdateMapper()
+    events = mapper.feed(update(call("m1", arguments="{}", occurrence="af-1")), "a")
+    events += mapper.feed(update(call("m1", arguments="{}", occurrence="af-2")), "a")  # the model's id again
+    events += mapper.feed(update(call("m3", arguments="{}", occurrence="af-3")), "a")
+    events += mapper.feed(update(finish_reason="tool_calls"), "a")
+    events += mapper.feed(update(result("m3", "third"), role="tool"), "a")
+    events += mapper.feed(update(result("call-app-1", "second", occurrence="af-other"), role="tool"), "a")
+    events += mapper.feed(update(result("m1", "first"), role="tool"), "a")
+    assert [(type(e).__name__, e.call_id, getattr(e, "result", None)) for e in events] == [
+        ("ToolCall", "m1", None),
+        ("ToolCall", "call-app-1", None),
+        ("ToolCall", "m3", None),
+        ("ToolResult", "m3", "third"),
+        ("ToolResult", "call-app-1", "second"),
+        ("ToolResult", "m1", "first"),
+    ]

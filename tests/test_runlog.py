@@ -272,3 +272,22 @@ async def test_a_client_back_while_the_store_is_asked_keeps_the_run_and_leaving_
     # would cancel the run itself, and the run ends the same way.)
     await asyncio.wait({run.task}, timeout=0.7)
     assert run.ended and run.events[-1].code == "cancelled"
+
+
+def test_one_store_per_store_url_made_on_first_use_and_reconfigured_on_every_call(monkeypatch) -> None:
+    from settings import resume_settings
+    from streaming import runlog
+    from streaming.redislog import RedisStore
+
+    monkeypatch.setattr(runlog, "_stores", {})  # a process that has not used a store yet
+    memory = runlog.run_store(resume_settings({"RESUME_RETENTION_SECONDS": "5", "RESUME_MAX_RUNS": "3"}))
+    assert isinstance(memory, MemoryStore)
+    assert (memory.runs.retention_s, memory.runs.max_runs, memory.runs.max_run_bytes) == (5, 3, 4 << 20)
+    again = runlog.run_store(resume_settings({"RESUME_MAX_RUN_BYTES": "65536"}))
+    assert again is memory and (memory.runs.retention_s, memory.runs.max_run_bytes) == (300, 65536)
+
+    url = "redis://127.0.0.1:9/0"  # never connected to here: the store connects on first use
+    shared = runlog.run_store(resume_settings({"STREAM_STORE_URL": url, "STREAM_LEASE_SECONDS": "7"}))
+    assert isinstance(shared, RedisStore) and (shared.url, shared.lease_s, shared.runs.max_runs) == (url, 7, 1000)
+    assert runlog.run_store(resume_settings({"STREAM_STORE_URL": url})) is shared and shared.lease_s == 10
+    assert runlog.run_store(resume_settings({})) is memory
