@@ -296,3 +296,16 @@ def test_a_result_without_the_call_s_occurrence_id_is_paired_by_the_model_s_id_o
         ("ToolResult", "call-app-1", "second"),
         ("ToolResult", "m1", "first"),
     ]
+
+
+def test_a_call_keeps_the_first_name_and_model_id_it_was_given_as_the_framework_does() -> None:
+    """The framework merges a call's fragments keeping the first name and
+    call id (``self.name or other.name``) and runs that tool: the event must
+    name the same tool and id, whatever later fragments repeat."""
+    mapper = UpdateMapper()
+    mapper.feed(update(call("m1", "get_weather", '{"location":', occurrence="af-1")), "a")
+    mapper.feed(update(call("", "", ' "Oslo"', occurrence="af-1")), "a")
+    mapper.feed(update(call("m9", "other_tool", "}", occurrence="af-1")), "a")
+    assert mapper.feed(update(finish_reason="tool_calls"), "a") == [
+        ToolCall("a", "m1", "get_weather", {"location": "Oslo"})
+    ]
