@@ -291,3 +291,22 @@ def test_one_store_per_store_url_made_on_first_use_and_reconfigured_on_every_cal
     assert isinstance(shared, RedisStore) and (shared.url, shared.lease_s, shared.runs.max_runs) == (url, 7, 1000)
     assert runlog.run_store(resume_settings({"STREAM_STORE_URL": url})) is shared and shared.lease_s == 10
     assert runlog.run_store(resume_settings({})) is memory
+
+
+async def test_evictions_are_logged_once_a_minute_with_the_count_since_the_last_line(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load a store over ``max_runs`` evicts on every new run: one line
+    per eviction would flood the log, so one line per interval says how many."""
+    from streaming import runlog
+
+    monkeypatch.setattr(runlog, "EVICTION_LOG_INTERVAL_S", 0.5)
+    store = MemoryStore()
+    store.runs.configure(retention_s=300, max_runs=1, max_run_bytes=0)
+    with caplog.at_level(logging.WARNING, logger="streaming.runlog"):
+        runs = await finished(store, 4)  # three evictions within the interval
+        await asyncio.sleep(0.6)
+        runs += await finished(store, 1)  # the next interval: its eviction and the two unlogged ones
+    lines = [r.args for r in caplog.records if "evicted" in r.msg]
+    assert [(args[0], args[2], args[3]) for args in lines] == [(runs[0].run_id, 1, 1), (runs[3].run_id, 1, 3)]
+    assert 299 <= lines[0][1] <= 300, "how early the run went: its retention less the time it was kept"
