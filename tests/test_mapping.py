@@ -309,3 +309,9 @@ def test_a_call_keeps_the_first_name_and_model_id_it_was_given_as_the_framework_
     assert mapper.feed(update(finish_reason="tool_calls"), "a") == [
         ToolCall("a", "m1", "get_weather", {"location": "Oslo"})
     ]
+
+
+def test_an_empty_occurrence_id_counts_as_none() -> None:
+    mapper = UpdateMapper()
+    mapper.feed(update(call("m1", arguments="{}", occurrence=""), call("m2", "t", "{}", occurrence="")), "a")
+    assert mapper.flush() == [ToolCall("a", "m1", "get_weather", {}), ToolCall("a", "m2", "t", {})]
