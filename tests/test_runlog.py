@@ -310,3 +310,59 @@ async def test_evictions_are_logged_once_a_minute_with_the_count_since_the_last_
     lines = [r.args for r in caplog.records if "evicted" in r.msg]
     assert [(args[0], args[2], args[3]) for args in lines] == [(runs[0].run_id, 1, 1), (runs[3].run_id, 1, 3)]
     assert 299 <= lines[0][1] <= 300, "how early the run went: its retention less the time it was kept"
+
+
+async def test_a_producer_that_raises_ends_its_run_with_an_internal_error() -> None:
+    async def broken(emit) -> None:
+        emit(TextDelta("hi", "agent"))
+        raise RuntimeError("a bug")
+
+    run = await MemoryStore().start_run(run_id="r", window_s=0.0, producer=broken)
+    await asyncio.wait({run.task}, timeout=5)
+    assert run.events[-1] == Error("internal_error", "The run failed unexpectedly.")
+    assert run.ended and run.finished_at is not None and not run.cut_short
+
+
+async def test_a_run_cancelled_before_its_first_step_still_ends_and_cleans_up() -> None:
+    async def never(emit) -> None:  # pragma: no cover - cancelled before it starts
+        emit(TextDelta("hi", "agent"))
+
+    cleaned: list[str] = []
+    run = Run(run_id="r")
+    run.producer = never
+    run.add_cleanup(lambda: cleaned.append("slot"))
+    run.start()
+    run.task.cancel()  # before the task's first step
+    await asyncio.wait({run.task}, timeout=5)
+    await asyncio.sleep(0.01)
+    assert run.events == [Error("cancelled", "The run was cancelled: no client was reading it.")]
+    assert run.ended and run.cut_short and run.finished_at is not None and run.producer is None
+    assert cleaned == ["slot"]
+
+
+async def test_cancelling_a_run_never_started_ends_it_and_wakes_its_readers() -> None:
+    run = Run(run_id="r")
+    waiter = asyncio.get_running_loop().create_future()
+    run.subscribe(waiter)
+    await run.cancel()
+    assert run.ended and waiter.done()
+    late = asyncio.get_running_loop().create_future()
+    run.subscribe(late)
+    assert late.done(), "a reader of an ended run with nothing left to read does not wait"
+
+
+async def test_one_reader_leaving_does_not_cancel_a_run_another_still_reads() -> None:
+    async def forever(emit) -> None:
+        emit(TextDelta("hello", "agent"))
+        await asyncio.Event().wait()
+
+    run = await MemoryStore().start_run(run_id="r", window_s=0.0, producer=forever)
+    staying, leaving = Reader(position=0), Reader(position=0)
+    run.attach(staying)
+    run.attach(leaving)
+    await asyncio.sleep(0.01)
+    await run.detach(leaving)
+    await asyncio.sleep(0.05)
+    assert not run.ended
+    await run.detach(staying)  # the last one: with no window, cancelled at once
+    assert run.ended and run.events[-1].code == "cancelled"

@@ -463,3 +463,17 @@ def test_with_no_mapping_given_settings_come_from_the_process_environment(
     read = getattr(settings_module, reader)
     monkeypatch.setenv(name, value)
     assert read() == read({name: value}) != read({})
+
+
+def test_weather_provider_takes_openmeteo_as_one_word_and_names_the_choices() -> None:
+    assert settings_module.weather_settings({"WEATHER_PROVIDER": "OpenMeteo"}).provider == "open-meteo"
+    with pytest.raises(SettingsError) as err:
+        settings_module.weather_settings({"WEATHER_PROVIDER": "accuweather"})
+    assert str(err.value) == "Setting WEATHER_PROVIDER must be one of: auto, open-meteo, offline."
+
+
+def test_weather_base_urls_lose_only_trailing_slashes_and_refuse_a_fragment() -> None:
+    read = settings_module.weather_settings({"WEATHER_API_BASE_URL": "https://mirror.internal/X/"})
+    assert read.weather_url == "https://mirror.internal/X"
+    with pytest.raises(SettingsError, match="WEATHER_API_BASE_URL"):
+        settings_module.weather_settings({"WEATHER_API_BASE_URL": "https://mirror.internal/v1#part"})
