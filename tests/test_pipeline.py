@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 import openai
+import pytest
 
 from settings import SettingsError
 from streaming.errors import classify
@@ -136,3 +137,57 @@ async def test_an_error_the_runner_reports_ends_the_run_and_is_logged_under_its_
     events = await collect(runner())
     assert [type(e) for e in events] == [TextDelta, Error]
     assert "run test ended: content_filtered" in caplog.text
+
+
+async def _runner_done():
+    yield TextDelta("a", "x")
+    yield Done("offline", "m", usage={"total_tokens": 3})
+
+
+async def _runner_reports_error():
+    yield Error("content_filtered", "The model service's content filter stopped the answer.")
+
+
+async def _runner_bug():
+    yield TextDelta("a", "x")
+    raise RuntimeError("a bug")
+
+
+async def _runner_upstream_timeout():
+    yield TextDelta("a", "x")
+    raise openai.APITimeoutError(request=_request())
+
+
+async def _runner_no_terminal():
+    yield TextDelta("a", "x")
+
+
+async def _runner_past_deadline():
+    yield TextDelta("a", "x")
+    await asyncio.sleep(30)
+
+
+@pytest.mark.parametrize(
+    ("runner", "level", "says", "traceback"),
+    [
+        (_runner_done, "INFO", ["done in", "'total_tokens': 3"], False),
+        (_runner_reports_error, "WARNING", ["content_filtered"], False),
+        (_runner_bug, "ERROR", ["internal_error"], True),
+        (_runner_upstream_timeout, "WARNING", ["upstream_timeout", "APITimeoutError", "Request timed out."], False),
+        (_runner_no_terminal, "ERROR", ["without a terminal event"], False),
+        (_runner_past_deadline, "WARNING", ["deadline"], False),
+    ],
+)
+async def test_every_way_a_run_ends_is_one_log_line_with_its_run_id_and_why(
+    caplog, runner, level: str, says: list[str], traceback: bool
+) -> None:
+    """What an operator searches for: the run id, and why it ended (the code,
+    the upstream exception, the usage of a finished run)."""
+    caplog.set_level("INFO", logger="streaming.pipeline")
+    events = [e async for e in guard(runner(), deadline_s=0.2, run_id="run-7")]
+    assert events[-1].terminal
+    lines = [r for r in caplog.records if r.name == "streaming.pipeline"]
+    assert len(lines) == 1 and lines[0].levelname == level
+    message = lines[0].getMessage()
+    assert "run run-7 " in message and all(part in message for part in says), message
+    assert bool(lines[0].exc_info) is traceback

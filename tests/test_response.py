@@ -399,3 +399,105 @@ async def test_two_reasons_to_stop_in_one_turn_end_the_stream_once_and_quietly()
 
 async def _ignore(message) -> None:
     pass
+
+
+async def test_a_client_that_never_takes_the_response_start_is_cut_after_send_timeout(caplog) -> None:
+    """The response's start is a write like any other: a client that does not
+    take it cannot hold the run past ``send_timeout_s``."""
+    stream = ModelStream()
+
+    async def send(message):
+        await asyncio.Event().wait()  # the headers never leave: nobody reads
+
+    caplog.set_level("INFO", logger="streaming.response")
+    response = EventStreamResponse(stream, send_timeout_s=0.2, heartbeat_s=10, run_id="r3")
+    await asyncio.wait_for(response(SCOPE, never_disconnects(), send), 5)
+    assert response.run.ended and stream.closed.is_set()
+    cut = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(cut) == 1 and "run r3" in cut[0].getMessage()
+
+
+async def test_a_send_that_fails_is_logged_under_the_run_id(caplog) -> None:
+    async def run():
+        yield TextDelta("x", "a")
+        yield Done("offline", "m")
+
+    async def broken_send(message):
+        if message["type"] == "http.response.body":
+            raise OSError("connection reset")
+
+    caplog.set_level("INFO", logger="streaming.response")
+    await asyncio.wait_for(EventStreamResponse(run(), run_id="r4")(SCOPE, never_disconnects(), broken_send), 3)
+    assert [r.getMessage().startswith("run r4") for r in caplog.records if r.name == "streaming.response"] == [True]
+
+
+async def test_a_reader_that_stops_reading_is_logged_under_the_run_id(caplog) -> None:
+    async def endless():
+        while True:
+            yield TextDelta("x", "a")
+            await asyncio.sleep(0.01)
+
+    async def stuck_send(message):
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()
+
+    caplog.set_level("INFO", logger="streaming.response")
+    response = EventStreamResponse(endless(), send_timeout_s=0.2, run_id="r5")
+    await asyncio.wait_for(response(SCOPE, never_disconnects(), stuck_send), 3)
+    cut = [r for r in caplog.records if r.name == "streaming.response" and r.levelname == "WARNING"]
+    assert len(cut) == 1 and "run r5" in cut[0].getMessage()
+
+
+async def test_a_cancellation_from_outside_goes_on_even_when_the_client_left_in_the_same_turn() -> None:
+    """The server stopping while the client leaves: the response absorbs its
+    own cancellation only, the server's still reaches it."""
+    stream = ModelStream()
+    response = EventStreamResponse(stream, heartbeat_s=10)
+    task = asyncio.create_task(response(SCOPE, never_disconnects(), _ignore))
+    await asyncio.sleep(0.05)
+    response._stop(task)  # the client left...
+    task.cancel()  # ...and the server is stopping
+    try:
+        await asyncio.wait_for(task, 10)
+    except asyncio.CancelledError:
+        cancelled = True
+    else:
+        cancelled = False
+    assert cancelled, "the response swallowed the server's cancellation with its own"
+    assert stream.closed.is_set()
+
+
+async def test_the_response_ends_once_the_run_it_was_the_last_reader_of_is_closed(monkeypatch) -> None:
+    """A reader leaving waits for its run's close (bounded), so the model
+    call is over when the response is: a close that takes over a second
+    still finishes first."""
+
+    class SlowClose(ModelStream):
+        async def aclose(self) -> None:
+            await asyncio.sleep(1.4)  # over half the run's close bound (2 s)
+            self.closed.set()
+
+    stream = SlowClose()
+    await _reader_leaves(stream)
+    assert stream.closed.is_set()
+
+
+async def test_a_source_that_fails_is_logged_under_the_response_s_run_id(caplog) -> None:
+    """A plain iterator's run relays events as they are (no error mapping):
+    its failure is a bug, logged with its traceback under the run id."""
+
+    async def broken():
+        yield TextDelta("x", "a")
+        raise RuntimeError("a bug")
+
+    bodies = []
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            bodies.append(message["body"])
+
+    caplog.set_level("ERROR")
+    await asyncio.wait_for(EventStreamResponse(broken(), run_id="r6")(SCOPE, never_disconnects(), send), 3)
+    failed = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(failed) == 1 and "run r6" in failed[0].getMessage() and failed[0].exc_info
+    assert b"event: error" in b"".join(bodies)

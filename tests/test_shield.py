@@ -84,3 +84,23 @@ async def test_cancelled_while_the_awaitable_fails_raises_the_cancellation_and_l
         await asyncio.sleep(0.05)
         gc.collect()  # an unseen exception is reported when its task is collected
     assert "never retrieved" not in caplog.text
+
+
+async def test_cancelled_while_the_awaitable_hangs_past_its_time_the_cancellation_still_goes_on() -> None:
+    """A close that never ends is given up at its time; the caller's own
+    cancellation (a client leaving, a deadline) is not lost with it."""
+    gave_up = asyncio.Event()
+
+    async def hangs() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            gave_up.set()
+            raise
+
+    task = asyncio.create_task(finish(hangs(), 0.1))
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    await asyncio.wait_for(gave_up.wait(), 1)
