@@ -11,7 +11,8 @@ import pytest
 from settings import SettingsError
 from streaming.errors import classify
 from streaming.events import AgentStarted, Done, Error, TextDelta
-from streaming.pipeline import guard
+from streaming.pipeline import drive, guard
+from telemetry import RunObserver
 
 
 async def collect(events, deadline_s: float = 5.0):
@@ -191,3 +192,62 @@ async def test_every_way_a_run_ends_is_one_log_line_with_its_run_id_and_why(
     message = lines[0].getMessage()
     assert "run run-7 " in message and all(part in message for part in says), message
     assert bool(lines[0].exc_info) is traceback
+
+
+class Recorder(RunObserver):
+    """Telemetry's view of a run: what the pipeline told it, and when
+    (after how many emitted events)."""
+
+    def __init__(self, emitted: list) -> None:
+        self.emitted = emitted
+        self.calls: list[tuple] = []
+
+    def begin(self) -> None:
+        self.calls.append(("begin", len(self.emitted)))
+
+    def first_text(self) -> None:
+        self.calls.append(("first_text", len(self.emitted)))
+
+    def end(self, terminal=None) -> None:
+        self.calls.append(("end", len(self.emitted), terminal))
+
+
+async def _observed(runner, deadline_s: float = 5.0) -> tuple[list, list[tuple]]:
+    emitted: list = []
+    recorder = Recorder(emitted)
+    await drive(runner(), emitted.append, deadline_s=deadline_s, run_id="r", observer=recorder)
+    return emitted, recorder.calls
+
+
+async def test_telemetry_hears_the_start_the_first_text_once_and_the_terminal_event() -> None:
+    async def runner():
+        yield AgentStarted("x")
+        yield TextDelta("a", "x")
+        yield TextDelta("b", "x")
+        yield Done("offline", "m")
+
+    emitted, calls = await _observed(runner)
+    assert calls == [("begin", 0), ("first_text", 1), ("end", 4, emitted[-1])]
+    assert isinstance(emitted[-1], Done) and emitted[-1].elapsed_ms is not None
+
+
+@pytest.mark.parametrize("runner", [_runner_reports_error, _runner_bug, _runner_no_terminal, _runner_past_deadline])
+async def test_telemetry_hears_the_error_a_run_ended_with(runner) -> None:
+    emitted, calls = await _observed(runner, deadline_s=0.2)
+    assert calls[-1] == ("end", len(emitted), emitted[-1]) and isinstance(emitted[-1], Error)
+
+
+async def test_telemetry_hears_a_cancelled_run_end_without_a_terminal_event() -> None:
+    emitted: list = []
+    recorder = Recorder(emitted)
+
+    async def runner():
+        yield TextDelta("a", "x")
+        await asyncio.sleep(30)
+
+    task = asyncio.create_task(drive(runner(), emitted.append, deadline_s=5, run_id="r", observer=recorder))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert recorder.calls == [("begin", 0), ("first_text", 0), ("end", 1, None)]
