@@ -251,3 +251,23 @@ async def test_telemetry_hears_a_cancelled_run_end_without_a_terminal_event() ->
     with pytest.raises(asyncio.CancelledError):
         await task
     assert recorder.calls == [("begin", 0), ("first_text", 0), ("end", 1, None)]
+
+
+async def test_leaving_early_waits_for_a_runner_whose_close_takes_a_moment() -> None:
+    """The run is closed when the consumer's ``aclose`` returns, even when
+    closing the model call takes over a second (within its bound)."""
+    closed = asyncio.Event()
+
+    async def runner():
+        try:
+            while True:
+                yield TextDelta("a", "x")
+                await asyncio.sleep(0.01)
+        finally:
+            await asyncio.sleep(1.4)  # the connection's goodbye: over half the run's close bound (2 s)
+            closed.set()
+
+    stream = guard(runner(), deadline_s=5, run_id="t")
+    await anext(stream)
+    await stream.aclose()
+    assert closed.is_set()
