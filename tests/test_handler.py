@@ -652,3 +652,106 @@ async def test_a_resume_that_fails_unexpectedly_is_a_500_never_a_trace(
         500,
         {"code": "internal_error", "message": "The request failed unexpectedly."},
     )
+
+
+# ------------------------------------------------------------------------------ what telemetry is told
+
+
+@dataclass
+class Told:
+    """The handler's calls to telemetry (whose spans and counts
+    tests/test_telemetry.py checks over a real host)."""
+
+    refusals: list[dict[str, Any]] = field(default_factory=list)
+    resumes: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture
+def told(monkeypatch: pytest.MonkeyPatch) -> Told:
+    import telemetry
+
+    record = Told()
+
+    async def observe_refusal(req, run_id, runner, response, started_ns, code=None):  # type: ignore[no-untyped-def]
+        record.refusals.append(
+            {"path": req.url.path, "run_id": run_id, "runner": runner, "status": response.status_code}
+            | {"started_ns": started_ns, "code": code, "ended_ns": time.time_ns()}
+        )
+
+    async def observe_resume(req, response, started_ns):  # type: ignore[no-untyped-def]
+        record.resumes.append(
+            {"path": req.url.path, "status": response.status_code, "started_ns": started_ns, "ended_ns": time.time_ns()}
+        )
+
+    async def observe_run(req, run_id, runner, model):  # type: ignore[no-untyped-def]
+        record.runs.append({"path": req.url.path, "run_id": run_id, "runner": runner, "provider": model.provider})
+        return telemetry.NOOP
+
+    monkeypatch.setattr(telemetry, "observe_refusal", observe_refusal)
+    monkeypatch.setattr(telemetry, "observe_resume", observe_resume)
+    monkeypatch.setattr(telemetry, "observe_run", observe_run)
+    return record
+
+
+async def _one_event(*_: Any) -> AsyncIterator[StreamEvent]:
+    yield Done("offline", "offline-demo")
+
+
+async def test_telemetry_is_told_of_a_refusal_with_its_run_id_runner_status_and_start(
+    told: Told, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+    before = time.time_ns()
+    reply = await call(with_runner(_one_event), "POST", AGENT, **post_json({"messages": []}))
+    assert reply.status == 400 and not told.runs and not told.resumes
+    [refusal] = told.refusals
+    assert refusal["path"] == AGENT and refusal["run_id"] == reply.headers["x-run-id"]
+    assert refusal["runner"] is _one_event and refusal["status"] == 400 and refusal["code"] is None
+    assert before <= refusal["started_ns"] <= refusal["ended_ns"]
+
+
+async def test_telemetry_is_told_of_a_client_that_left_mid_body_as_client_gone(
+    told: Told, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+
+    async def leaves() -> None:
+        await asyncio.sleep(0)
+
+    await call(
+        with_runner(_one_event),
+        "POST",
+        AGENT,
+        body=b'{"message": "Os',
+        headers={"content-type": "application/json"},
+        stalls=True,
+        client_leaves=leaves,
+    )
+    [refusal] = told.refusals
+    assert (refusal["status"], refusal["code"]) == (400, "client_gone") and not told.runs
+
+
+async def test_telemetry_is_told_of_a_run_and_of_nothing_refused(told: Told, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+    reply = await call(with_runner(_one_event), "GET", AGENT, query="message=hi")
+    assert reply.status == 200 and not told.refusals and not told.resumes
+    assert told.runs == [
+        {"path": AGENT, "run_id": reply.headers["x-run-id"], "runner": _one_event, "provider": "offline"}
+    ]
+
+
+async def test_telemetry_is_told_of_each_resume_and_its_answer_never_of_a_refusal(app: Any, told: Told) -> None:
+    token, events, _ = await finished_run(app)
+    before = time.time_ns()
+    resumed = await call(app, "GET", f"/api/runs/{token}/stream", headers={"last-event-id": events[0].id})
+    reconnect = await call(app, "GET", AGENT, query="message=Oslo", headers={"last-event-id": "unknown:1"})
+    refused = await call(app, "GET", f"/api/runs/{token}/stream", headers={"last-event-id": "nonsense"})
+    assert (resumed.status, reconnect.status, refused.status) == (200, 204, 400)
+    assert [(r["path"], r["status"]) for r in told.resumes] == [
+        (f"/api/runs/{token}/stream", 200),
+        (AGENT, 204),
+        (f"/api/runs/{token}/stream", 400),
+    ]
+    assert all(before <= r["started_ns"] <= r["ended_ns"] for r in told.resumes)
+    assert not told.refusals, "a resume's telemetry is the resume's, not a refused start's"
