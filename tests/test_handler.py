@@ -755,3 +755,91 @@ async def test_telemetry_is_told_of_each_resume_and_its_answer_never_of_a_refusa
     ]
     assert all(before <= r["started_ns"] <= r["ended_ns"] for r in told.resumes)
     assert not told.refusals, "a resume's telemetry is the resume's, not a refused start's"
+
+
+# ------------------------------------------------------------------------------ resuming a live run
+
+
+async def _cut_live_run(app: Any) -> tuple[str, str]:
+    """Start a run and leave after its first event: its token and run id
+    (the run goes on, waiting for a reader within the resume window)."""
+    first_write = asyncio.Event()
+
+    async def on_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            first_write.set()
+
+    reply = await call(app, "GET", AGENT, query="message=hi", send_hook=on_send, client_leaves=first_write.wait)
+    assert reply.status == 200
+    return reply.headers["x-run-token"], reply.headers["x-run-id"]
+
+
+async def test_a_live_run_resumed_from_its_latest_event_gets_the_rest_with_the_stream_s_settings(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A resume of a run still going is a stream like the first: it waits for
+    what comes next, with heartbeats (HEARTBEAT_SECONDS) while nothing does,
+    and writes coalesced (COALESCE_MS); an id past the latest event is 204."""
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+    monkeypatch.setenv("HEARTBEAT_SECONDS", "0.1")
+    monkeypatch.setenv("COALESCE_MS", "2")
+    go_on = asyncio.Event()
+
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        yield TextDelta("one", "weather")
+        await go_on.wait()
+        for i in range(20):
+            yield TextDelta(f"t{i}", "weather")
+            for _ in range(5):  # a few turns of the loop apart: without a window, a write each
+                await asyncio.sleep(0)
+        yield Done("offline", "offline-demo")
+
+    app = with_runner(runner)
+    try:
+        token, run_id = await _cut_live_run(app)
+        past = await call(app, "GET", AGENT, query="message=hi", headers={"last-event-id": f"{token}:2"})
+        assert (past.status, past.body) == (204, b""), "no event 2 yet: nothing to resume after it"
+        with caplog.at_level(logging.INFO, logger="streaming.http"):
+            resumed = asyncio.create_task(
+                call(app, "GET", AGENT, query="message=hi", headers={"last-event-id": f"{token}:1"})
+            )
+            await asyncio.sleep(0.35)
+            go_on.set()
+            reply = await resumed
+    finally:
+        go_on.set()
+    assert reply.status == 200 and reply.headers["x-run-id"] == run_id
+    events = sse_events(reply)
+    assert [e.id for e in events] == [f"{token}:{n}" for n in range(2, 23)] and events[-1].event == "done"
+    pings = [body for _, body in reply.writes if body == b": ping\n\n"]
+    assert len(pings) >= 2, reply.writes
+    assert len([body for _, body in reply.writes if b"event: message" in body]) <= 10, "COALESCE_MS shares writes"
+    resumes = [r.getMessage() for r in caplog.records if "resumed" in r.getMessage()]
+    assert len(resumes) == 1 and f"run {run_id}" in resumes[0] and "after event 1" in resumes[0], resumes
+
+
+async def test_a_resumed_reader_that_stops_reading_is_cut_after_send_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+    monkeypatch.setenv("SEND_TIMEOUT_SECONDS", "0.3")
+    go_on = asyncio.Event()
+
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        yield TextDelta("one", "weather")
+        await go_on.wait()
+        yield TextDelta("two", "weather")
+        yield Done("offline", "offline-demo")
+
+    async def stop_reading(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()  # the socket buffer is full and nobody reads
+
+    app = with_runner(runner)
+    try:
+        token, _ = await _cut_live_run(app)
+        go_on.set()
+        reply = await asyncio.wait_for(
+            call(app, "GET", AGENT, query="m=1", headers={"last-event-id": f"{token}:1"}, send_hook=stop_reading), 10
+        )
+    finally:
+        go_on.set()
+    assert reply.status == 200
