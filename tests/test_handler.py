@@ -553,21 +553,32 @@ async def test_the_runs_route_refuses_an_id_that_is_not_one_of_this_run_s(app: A
     )
 
 
-async def test_a_resume_with_a_bad_setting_is_a_503_naming_it(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_resume_with_a_bad_setting_is_a_503_naming_it(
+    app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     token, events, _ = await finished_run(app)
     monkeypatch.setenv("HEARTBEAT_SECONDS", "often")
-    reply = await call(app, "GET", f"/api/runs/{token}/stream", headers={"last-event-id": events[0].id})
+    with caplog.at_level(logging.ERROR, logger="streaming.http"):
+        reply = await call(app, "GET", f"/api/runs/{token}/stream", headers={"last-event-id": events[0].id})
     assert (reply.status, reply.json()["error"]["code"]) == (503, "invalid_setting")
     assert "HEARTBEAT_SECONDS" in reply.json()["error"]["message"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "streaming.http"]
+    assert len(logged) == 1 and "HEARTBEAT_SECONDS" in logged[0] and "often" not in logged[0], logged
 
 
-async def test_with_the_run_store_down_a_start_and_a_resume_are_503(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_with_the_run_store_down_a_start_and_a_resume_are_503(
+    app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("STREAM_STORE_URL", "redis://127.0.0.1:9/0")  # the discard port: nothing listens
     unavailable = {"code": "store_unavailable", "message": "The stream store (STREAM_STORE_URL) cannot be reached."}
-    start = await call(app, "GET", AGENT, query="message=Oslo")
+    with caplog.at_level(logging.ERROR, logger="streaming.http"):
+        start = await call(app, "GET", AGENT, query="message=Oslo")
+        resume = await call(app, "GET", "/api/runs/tok/stream", headers={"last-event-id": "tok:1"})
     assert (start.status, start.json()["error"]) == (503, unavailable)
-    resume = await call(app, "GET", "/api/runs/tok/stream", headers={"last-event-id": "tok:1"})
     assert (resume.status, resume.json()["error"]) == (503, unavailable)
+    logged = [r.getMessage() for r in caplog.records if r.name == "streaming.http"]
+    assert len(logged) == 2 and all("ConnectionError" in line for line in logged), logged  # why: the store's error
+    assert f"run {start.headers['x-run-id']} " in logged[0]
 
 
 # ------------------------------------------------------------------------------ methods, protocols, capacity
@@ -639,7 +650,7 @@ async def test_a_resume_is_in_the_format_the_reconnecting_client_asks_for(app: A
 
 
 async def test_a_resume_that_fails_unexpectedly_is_a_500_never_a_trace(
-    app: Any, monkeypatch: pytest.MonkeyPatch
+    app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import streaming.http
 
@@ -647,11 +658,15 @@ async def test_a_resume_that_fails_unexpectedly_is_a_500_never_a_trace(
         raise RuntimeError("secret-detail")
 
     monkeypatch.setattr(streaming.http, "parse_event_id", broken)
-    reply = await call(app, "GET", "/api/runs/tok/stream", headers={"last-event-id": "tok:1"})
+    with caplog.at_level(logging.ERROR, logger="streaming.http"):
+        reply = await call(app, "GET", "/api/runs/tok/stream", headers={"last-event-id": "tok:1"})
     assert (reply.status, reply.json()["error"]) == (
         500,
         {"code": "internal_error", "message": "The request failed unexpectedly."},
     )
+    [logged] = [r for r in caplog.records if r.name == "streaming.http"]
+    assert "/api/runs/tok/stream" in logged.getMessage() and logged.exc_info, "the path and the traceback"
+    assert b"secret" not in reply.body
 
 
 # ------------------------------------------------------------------------------ what telemetry is told
