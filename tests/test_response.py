@@ -501,3 +501,25 @@ async def test_a_source_that_fails_is_logged_under_the_response_s_run_id(caplog)
     failed = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(failed) == 1 and "run r6" in failed[0].getMessage() and failed[0].exc_info
     assert b"event: error" in b"".join(bodies)
+
+
+async def test_every_write_but_the_last_says_more_body_follows() -> None:
+    """An ASGI server ends the response at the first body message without
+    ``more_body``: only the closing (empty) one may lack it."""
+
+    async def run():
+        yield TextDelta("a", "x")
+        await asyncio.sleep(0.01)
+        yield TextDelta("b", "x")
+        yield Done("offline", "m")
+
+    messages = []
+
+    async def send(message):
+        messages.append(message)
+
+    await EventStreamResponse(run())(SCOPE, never_disconnects(), send)
+    bodies = [m for m in messages if m["type"] == "http.response.body"]
+    assert len(bodies) >= 3
+    assert all(m["more_body"] is True for m in bodies[:-1])
+    assert bodies[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
