@@ -858,3 +858,79 @@ async def test_a_resumed_reader_that_stops_reading_is_cut_after_send_timeout(mon
     finally:
         go_on.set()
     assert reply.status == 200
+
+
+# ------------------------------------------------------------------------------ start_stream refusing
+
+
+class HeldStream:
+    """A runner's stream that holds a connection until closed (an SDK
+    stream: not a generator, so closing it runs code even unstarted)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def __aiter__(self) -> HeldStream:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        await asyncio.Event().wait()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_start_refused_for_a_bad_store_setting_gives_its_slot_back_and_names_the_run(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streaming.encoders import SSEEncoder
+    from streaming.http import start_stream
+    from streaming.slots import RunSlots
+
+    monkeypatch.setenv("STREAM_STORE_URL", "ftp://127.0.0.1/runs")
+    slots = RunSlots()
+    with caplog.at_level(logging.ERROR, logger="streaming.http"):
+        response = await start_stream(HeldStream(), encoder=SSEEncoder(), run_id="r-8", slot=slots.try_acquire(1))
+    assert response.status_code == 503
+    assert json.loads(response.body)["error"]["code"] == "invalid_setting"
+    assert "STREAM_STORE_URL" in json.loads(response.body)["error"]["message"]
+    assert slots.active == 0, "the slot is given back"
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "streaming.http"]
+    assert "run r-8 " in logged and "STREAM_STORE_URL" in logged
+
+
+async def test_a_start_refused_for_the_store_being_down_closes_the_stream_and_gives_its_slot_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streaming.encoders import SSEEncoder
+    from streaming.http import start_stream
+    from streaming.slots import RunSlots
+
+    monkeypatch.setenv("STREAM_STORE_URL", "redis://127.0.0.1:9/0")  # the discard port: nothing listens
+    slots, stream = RunSlots(), HeldStream()
+    response = await start_stream(stream, encoder=SSEEncoder(), run_id="r-9", slot=slots.try_acquire(1))
+    assert response.status_code == 503 and json.loads(response.body)["error"]["code"] == "store_unavailable"
+    assert slots.active == 0 and stream.closed, "nothing is left holding a place or a connection"
+
+
+async def test_a_start_with_no_limits_given_reads_them_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streaming.encoders import SSEEncoder
+    from streaming.http import start_stream
+
+    monkeypatch.setenv("HEARTBEAT_SECONDS", "0.1")
+    monkeypatch.setenv("RUN_DEADLINE_SECONDS", "0.35")
+    response = await start_stream(HeldStream(), encoder=SSEEncoder(), run_id="r-10")
+    bodies: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            bodies.append(message["body"])
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {}
+
+    await asyncio.wait_for(response({"type": "http"}, receive, send), 10)
+    wire = b"".join(bodies)
+    assert wire.count(b": ping\n\n") >= 2 and b'"code":"timeout"' in wire
