@@ -281,6 +281,7 @@ async def test_a_500_carries_its_run_id_and_the_log_names_it(
     assert reply.json() == {"error": {"code": "internal_error", "message": "The request failed unexpectedly."}}
     run_id = reply.headers["x-run-id"]
     assert len(run_id) >= 32
+    assert [name for name, value in reply.headers.items() if value == run_id] == ["x-run-id"]
     logged = [r for r in caplog.records if r.name == "streaming.http" and r.levelno == logging.ERROR]
     assert len(logged) == 1 and run_id in logged[0].getMessage() and logged[0].exc_info
     assert b"secret" not in reply.body
@@ -934,3 +935,22 @@ async def test_a_start_with_no_limits_given_reads_them_from_the_environment(monk
     await asyncio.wait_for(response({"type": "http"}, receive, send), 10)
     wire = b"".join(bodies)
     assert wire.count(b": ping\n\n") >= 2 and b'"code":"timeout"' in wire
+
+
+async def test_framework_log_level_is_applied_to_the_framework_s_logger_per_request(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streaming.http
+
+    framework = logging.getLogger("agent_framework")
+    before = framework.level
+    monkeypatch.setattr(streaming.http, "_framework_level", [])
+    try:
+        monkeypatch.setenv("FRAMEWORK_LOG_LEVEL", "info")
+        assert (await call(app, "GET", AGENT, query="message=Oslo")).status == 200
+        assert framework.level == logging.INFO
+        monkeypatch.setenv("FRAMEWORK_LOG_LEVEL", "error")
+        assert (await call(app, "GET", AGENT, query="message=Oslo")).status == 200
+        assert framework.level == logging.ERROR
+    finally:
+        framework.setLevel(before)  # and the loggers' caches with it
