@@ -954,3 +954,29 @@ async def test_framework_log_level_is_applied_to_the_framework_s_logger_per_requ
         assert framework.level == logging.ERROR
     finally:
         framework.setLevel(before)  # and the loggers' caches with it
+
+
+async def test_a_run_past_its_byte_cap_still_streams_every_event_to_its_reader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RESUME_MAX_RUN_BYTES trims what is kept for resuming, never what the
+    reader has yet to send: a burst far over the cap, before the first
+    write, arrives whole and in order."""
+    monkeypatch.setenv("RESUME_MAX_RUN_BYTES", str(64 * 1024))
+
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        for i in range(200):  # about 200 KB, on one turn of the loop
+            yield TextDelta(f"{i:04d}" + "x" * 1000, "weather")
+        await asyncio.sleep(0.01)
+        for i in range(200, 400):
+            yield TextDelta(f"{i:04d}" + "x" * 1000, "weather")
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+        yield Done("offline", "offline-demo")
+
+    reply = await run_with(runner, monkeypatch)
+    events = sse_events(reply)
+    token = reply.headers["x-run-token"]
+    assert [e.id for e in events] == [f"{token}:{n}" for n in range(1, 402)]
+    assert [e.data["text"][:4] for e in events[:-1]] == [f"{i:04d}" for i in range(400)]
+    assert events[-1].event == "done"
