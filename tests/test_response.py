@@ -523,3 +523,25 @@ async def test_every_write_but_the_last_says_more_body_follows() -> None:
     assert len(bodies) >= 3
     assert all(m["more_body"] is True for m in bodies[:-1])
     assert bodies[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+async def test_a_client_slow_to_take_the_headers_is_still_cut_when_it_stops_reading_later() -> None:
+    """Keep-alives fall due while the response's start is still being sent
+    (nothing is waiting to be woken then): the watcher lets that pass and
+    still ends a later write that never completes."""
+    stream = ModelStream()
+
+    async def run():
+        yield TextDelta("hi", "a")
+        async for event in stream:
+            yield event
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            await asyncio.sleep(0.3)  # the headers take a while: several keep-alive intervals
+        elif message["body"]:
+            await asyncio.Event().wait()  # then the client stops reading
+
+    response = EventStreamResponse(run(), heartbeat_s=0.05, send_timeout_s=1.0)
+    await asyncio.wait_for(response(SCOPE, never_disconnects(), send), 5)
+    assert response.run.ended
