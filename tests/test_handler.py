@@ -829,9 +829,10 @@ async def test_a_live_run_resumed_from_its_latest_event_gets_the_rest_with_the_s
     assert [e.id for e in events] == [f"{token}:{n}" for n in range(2, 23)] and events[-1].event == "done"
     pings = [body for _, body in reply.writes if body == b": ping\n\n"]
     assert len(pings) >= 2, reply.writes
-    assert len([body for _, body in reply.writes if b"event: message" in body]) <= 10, "COALESCE_MS shares writes"
+    assert len([body for _, body in reply.writes if b"data: " in body]) <= 10, "COALESCE_MS shares writes"
     resumes = [r.getMessage() for r in caplog.records if "resumed" in r.getMessage()]
     assert len(resumes) == 1 and f"run {run_id}" in resumes[0] and "after event 1" in resumes[0], resumes
+    assert AGENT in resumes[0], "and on which route"
 
 
 async def test_a_resumed_reader_that_stops_reading_is_cut_after_send_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
