@@ -545,3 +545,32 @@ async def test_a_client_slow_to_take_the_headers_is_still_cut_when_it_stops_read
     response = EventStreamResponse(run(), heartbeat_s=0.05, send_timeout_s=1.0)
     await asyncio.wait_for(response(SCOPE, never_disconnects(), send), 5)
     assert response.run.ended
+
+
+async def test_a_source_without_aclose_is_streamed_and_ends_cleanly(caplog) -> None:
+    """Any async iterator will do, not only generators: one with nothing to
+    close ends its run as it ended, with no error."""
+
+    class Plain:
+        def __init__(self) -> None:
+            self.events = [TextDelta("hi", "a"), Done("offline", "m")]
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            if not self.events:
+                raise StopAsyncIteration
+            return self.events.pop(0)
+
+    bodies = []
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            bodies.append(message["body"])
+
+    caplog.set_level("WARNING")
+    await asyncio.wait_for(EventStreamResponse(Plain())(SCOPE, never_disconnects(), send), 3)
+    wire = b"".join(bodies)
+    assert b"event: done" in wire and b"event: error" not in wire
+    assert not caplog.records
