@@ -284,6 +284,7 @@ async def test_a_500_carries_its_run_id_and_the_log_names_it(
     assert [name for name, value in reply.headers.items() if value == run_id] == ["x-run-id"]
     logged = [r for r in caplog.records if r.name == "streaming.http" and r.levelno == logging.ERROR]
     assert len(logged) == 1 and run_id in logged[0].getMessage() and logged[0].exc_info
+    assert "POST /api/agent/stream" in logged[0].getMessage(), "which request failed"
     assert b"secret" not in reply.body
 
 
@@ -728,24 +729,27 @@ async def test_telemetry_is_told_of_a_refusal_with_its_run_id_runner_status_and_
 
 
 async def test_telemetry_is_told_of_a_client_that_left_mid_body_as_client_gone(
-    told: Told, monkeypatch: pytest.MonkeyPatch
+    told: Told, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("MODEL_PROVIDER", "offline")
 
     async def leaves() -> None:
         await asyncio.sleep(0)
 
-    await call(
-        with_runner(_one_event),
-        "POST",
-        AGENT,
-        body=b'{"message": "Os',
-        headers={"content-type": "application/json"},
-        stalls=True,
-        client_leaves=leaves,
-    )
+    with caplog.at_level(logging.INFO, logger="streaming.http"):
+        await call(
+            with_runner(_one_event),
+            "POST",
+            AGENT,
+            body=b'{"message": "Os',
+            headers={"content-type": "application/json"},
+            stalls=True,
+            client_leaves=leaves,
+        )
     [refusal] = told.refusals
     assert (refusal["status"], refusal["code"]) == (400, "client_gone") and not told.runs
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "streaming.http"]
+    assert f"run {refusal['run_id']}" in logged, "a client that left is logged under its run id"
 
 
 async def test_telemetry_is_told_of_a_run_and_of_nothing_refused(told: Told, monkeypatch: pytest.MonkeyPatch) -> None:
