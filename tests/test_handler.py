@@ -146,10 +146,12 @@ async def test_max_body_bytes_comes_from_the_environment(app: Any, monkeypatch: 
 async def test_a_declared_length_over_the_limit_is_refused_unread(app: Any) -> None:
     reply = await call(app, "POST", AGENT, body=b"{}", headers={"content-type": "application/json"})
     assert (reply.status, reply.json()["error"]["code"]) == (400, "missing_message")
+    assert "connection" not in reply.headers, "only a body that stopped arriving closes the connection"
     reply = await call(
         app, "POST", AGENT, body=b"", headers={"content-type": "application/json", "content-length": "262145"}
     )
     assert (reply.status, reply.json()["error"]["code"]) == (413, "body_too_large")
+    assert "connection" not in reply.headers
 
 
 async def test_a_body_that_stops_arriving_gets_408_and_the_connection_closed(
@@ -611,7 +613,7 @@ async def test_head_is_a_405_naming_the_allowed_methods_and_starts_no_run(
 
 
 async def test_past_max_concurrent_runs_a_start_is_a_429_with_retry_after(
-    app: Any, monkeypatch: pytest.MonkeyPatch
+    app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("MAX_CONCURRENT_RUNS", "1")
     monkeypatch.setenv("OFFLINE_MODEL_DELAY_MS", "200")
@@ -619,8 +621,12 @@ async def test_past_max_concurrent_runs_a_start_is_a_429_with_retry_after(
     first = asyncio.create_task(call(app, "GET", AGENT, query="message=Oslo", client_leaves=leave.wait))
     try:
         await asyncio.sleep(0.3)
-        reply = await call(app, "GET", AGENT, query="message=Paris")
+        with caplog.at_level(logging.INFO, logger="streaming.http"):
+            reply = await call(app, "GET", AGENT, query="message=Paris")
         assert (reply.status, reply.headers["retry-after"]) == (429, "5")
+        logged = [r.getMessage() for r in caplog.records if r.name == "streaming.http"]
+        run_id = reply.headers["x-run-id"]
+        assert [m for m in logged if re.search(rf"run {run_id}\b.*\b1\b", m)], "the run id and the limit it hit"
         assert reply.json()["error"] == {
             "code": "too_many_runs",
             "message": "This instance is running as many streams as it allows. Try again shortly.",
