@@ -688,6 +688,7 @@ class Told:
     refusals: list[dict[str, Any]] = field(default_factory=list)
     resumes: list[dict[str, Any]] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
+    heard: list[Any] = field(default_factory=list)  # what the runs' observers heard: "begin", then the terminal event
 
 
 @pytest.fixture
@@ -707,9 +708,16 @@ def told(monkeypatch: pytest.MonkeyPatch) -> Told:
             {"path": req.url.path, "status": response.status_code, "started_ns": started_ns, "ended_ns": time.time_ns()}
         )
 
+    class Observer(telemetry.RunObserver):
+        def begin(self) -> None:
+            record.heard.append("begin")
+
+        def end(self, terminal: Any = None) -> None:
+            record.heard.append(terminal)
+
     async def observe_run(req, run_id, runner, model):  # type: ignore[no-untyped-def]
         record.runs.append({"path": req.url.path, "run_id": run_id, "runner": runner, "provider": model.provider})
-        return telemetry.NOOP
+        return Observer()
 
     monkeypatch.setattr(telemetry, "observe_refusal", observe_refusal)
     monkeypatch.setattr(telemetry, "observe_resume", observe_resume)
@@ -765,6 +773,7 @@ async def test_telemetry_is_told_of_a_run_and_of_nothing_refused(told: Told, mon
     assert told.runs == [
         {"path": AGENT, "run_id": reply.headers["x-run-id"], "runner": _one_event, "provider": "offline"}
     ]
+    assert told.heard[0] == "begin" and isinstance(told.heard[1], Done), "the run's own observer hears it"
 
 
 async def test_telemetry_is_told_of_each_resume_and_its_answer_never_of_a_refusal(app: Any, told: Told) -> None:
@@ -991,3 +1000,24 @@ async def test_a_run_past_its_byte_cap_still_streams_every_event_to_its_reader(
     assert [e.id for e in events] == [f"{token}:{n}" for n in range(1, 402)]
     assert [e.data["text"][:4] for e in events[:-1]] == [f"{i:04d}" for i in range(400)]
     assert events[-1].event == "done"
+
+
+async def test_an_ag_ui_run_whose_client_leaves_is_cancelled_at_once(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AG-UI events carry no ids to resume from: a run whose client leaves is
+    not kept for RESUME_WINDOW_SECONDS, it ends (and gives its place back)
+    before its response does."""
+    from tests.agui_support import run_input, user
+
+    monkeypatch.setenv("MAX_CONCURRENT_RUNS", "1")
+    monkeypatch.setenv("OFFLINE_MODEL_DELAY_MS", "50")
+    first_write = asyncio.Event()
+
+    async def on_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            first_write.set()
+
+    body = post_json(run_input([user("Weather in Oslo?")]))
+    left = await call(app, "POST", "/api/agent/ag-ui", **body, send_hook=on_send, client_leaves=first_write.wait)
+    assert left.status == 200 and b"RUN_FINISHED" not in left.body
+    again = await call(app, "POST", "/api/agent/ag-ui", **post_json(run_input([user("Weather in Oslo?")])))
+    assert again.status == 200, "the first run's place is free: it was cancelled, not kept for a resume"
