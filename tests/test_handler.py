@@ -1021,3 +1021,21 @@ async def test_an_ag_ui_run_whose_client_leaves_is_cancelled_at_once(app: Any, m
     assert left.status == 200 and b"RUN_FINISHED" not in left.body
     again = await call(app, "POST", "/api/agent/ag-ui", **post_json(run_input([user("Weather in Oslo?")])))
     assert again.status == 200, "the first run's place is free: it was cancelled, not kept for a resume"
+
+
+async def test_coalesce_ms_lets_tokens_a_few_turns_apart_share_a_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        for i in range(20):
+            yield TextDelta(f"t{i}", "weather")
+            for _ in range(5):  # a few turns of the loop apart: without a window, a write each
+                await asyncio.sleep(0)
+        yield Done("offline", "offline-demo")
+
+    def writes(reply: Reply) -> int:
+        return len([body for _, body in reply.writes if b"data: " in body])
+
+    at_once = await run_with(runner, monkeypatch)
+    monkeypatch.setenv("COALESCE_MS", "2")
+    coalesced = await run_with(runner, monkeypatch)
+    assert len(sse_events(at_once)) == len(sse_events(coalesced)) == 21
+    assert writes(at_once) >= 15 and writes(coalesced) <= 10
