@@ -574,3 +574,38 @@ async def test_a_source_without_aclose_is_streamed_and_ends_cleanly(caplog) -> N
     wire = b"".join(bodies)
     assert b"event: done" in wire and b"event: error" not in wire
     assert not caplog.records
+
+
+async def test_a_reader_waiting_for_the_store_while_the_run_trims_gets_every_event_after_its_id() -> None:
+    """A resumed reader sees only what the store holds (Redis): while it waits,
+    the run may drop old events past its byte cap, up to the reader's id. It
+    then goes on from what the log still holds, every event after its id
+    once, in order."""
+    from streaming.events import Done
+    from streaming.runlog import Run
+
+    run = Run(run_id="r7")
+    run.max_bytes = 64 * 1024
+    for i in range(10):
+        run.append(TextDelta(f"{i:04d}" + "x" * 1000, "a"))
+    run.stored(0)  # nothing stored yet: the reader waits
+
+    bodies = []
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            bodies.append(message["body"])
+
+    response = EventStreamResponse(run, after=5, heartbeat_s=10)
+    task = asyncio.create_task(response(SCOPE, never_disconnects(), send))
+    await asyncio.sleep(0.02)
+    for i in range(10, 200):  # about 190 KB: the run drops its oldest events, up to the reader's id
+        run.append(TextDelta(f"{i:04d}" + "x" * 1000, "a"))
+    assert run.base > 0
+    run.append(Done("offline", "m"))
+    run.stored(run.last_seq)
+    await asyncio.wait_for(task, 5)
+    wire = b"".join(bodies).decode()
+    ids = [int(line.rsplit(":", 1)[1]) for line in wire.splitlines() if line.startswith("id: ")]
+    assert ids == list(range(6, 202))
+    assert wire.count('"text":"0006') == 1 and "event: done" in wire
