@@ -242,10 +242,10 @@ async def test_tokens_coming_in_bursts_a_few_turns_apart_share_writes() -> None:
     assert len(writes) <= 5, "once tokens come in bursts, a write waits a few quiet turns for the next"
 
 
-def _bursts(gap_turns: int, count: int = 10):
+def _bursts(gap_turns: int, count: int = 10, per_burst: int = 3):
     async def events():
         for b in range(count):
-            for i in range(3):
+            for i in range(per_burst):
                 yield TextDelta(f"{b}.{i}", "a")
             for _ in range(gap_turns):
                 await asyncio.sleep(0)
@@ -609,3 +609,12 @@ async def test_a_reader_waiting_for_the_store_while_the_run_trims_gets_every_eve
     ids = [int(line.rsplit(":", 1)[1]) for line in wire.splitlines() if line.startswith("id: ")]
     assert ids == list(range(6, 202))
     assert wire.count('"text":"0006') == 1 and "event: done" in wire
+
+
+async def test_single_tokens_two_turns_apart_are_written_as_they_come_and_pairs_share_writes() -> None:
+    """One token at a time is a paced model: each goes out as it comes. Two
+    at a time is a burst: the write waits a few quiet turns for the next."""
+    singles, pairs = await _writes_of(_bursts(2, per_burst=1)), await _writes_of(_bursts(2, per_burst=2))
+    assert b"".join(singles).count(b"\n\n") == 11 and b"".join(pairs).count(b"\n\n") == 21
+    assert len(singles) >= 9
+    assert len(pairs) <= 5
