@@ -153,7 +153,11 @@ class EventStreamResponse(StreamingResponse):
         finally:
             for helper in helpers:
                 helper.cancel()
-            await finish(run.detach(self), 2 * CLOSE_TIMEOUT_S)
+            detaching = run.detach(self)
+            if run.ended:
+                await detaching  # an ended run has nothing to wait for: it returns at once
+            else:  # the run may be cancelled now: wait for it even if this task is cancelled meanwhile
+                await finish(detaching, 2 * CLOSE_TIMEOUT_S)
 
     def _stop(self, task: asyncio.Task[None]) -> None:
         """End the stream (a helper's call): cancel the task writing it, once."""
