@@ -224,6 +224,9 @@ class EventStreamResponse(StreamingResponse):
                 self.position = seq
                 if run.ended and seq >= run.last_seq:
                     self.complete = True
+                    # The last events end the body in the same write: one send fewer per run.
+                    await self._write(send, b"".join(chunks), more_body=False)
+                    return
                 if chunks:
                     await self._write(send, b"".join(chunks) if len(chunks) > 1 else chunks[0])
                 quiet_turns = QUIET_TURNS_BURSTS if len(pending) > 1 else QUIET_TURNS_PACED

@@ -73,7 +73,7 @@ async def test_heartbeat_while_nothing_else_is_sent() -> None:
         rb'data: {"provider":"offline","model":"m","usage":null,"elapsed_ms":0,"finish_reason":"stop"}\n\n',
         wire,
     )
-    assert bodies[-1] == b""
+    assert b"event: done" in bodies[-1]  # the terminal event ends the body
 
 
 async def test_no_heartbeat_for_formats_without_one() -> None:
@@ -399,3 +399,25 @@ async def test_two_reasons_to_stop_in_one_turn_end_the_stream_once_and_quietly()
 
 async def _ignore(message) -> None:
     pass
+
+
+async def test_the_last_events_and_the_end_of_the_body_share_one_write() -> None:
+    """A run's terminal event goes out with ``more_body=False`` (one socket
+    write for both under uvicorn), and nothing is sent after it."""
+
+    async def answer():
+        yield TextDelta("a", "x")
+        await asyncio.sleep(0.01)
+        yield TextDelta("b", "x")
+        yield Done("offline", "m")
+
+    bodies = []
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            bodies.append((message["body"], message.get("more_body", False)))
+
+    await EventStreamResponse(answer(), encoder=SSEEncoder())(SCOPE, never_disconnects(), send)
+    last, more = bodies[-1]
+    assert more is False and b"event: done" in last
+    assert all(more for _, more in bodies[:-1]) and all(body for body, _ in bodies)
