@@ -9,8 +9,9 @@ run id; clients see only a safe code and message.
 The deadline is one ``asyncio.timeout`` around the whole run, not one per
 event: ``drive`` is a coroutine, not a generator, so it never spans a
 ``yield``. No anyio cancel scope is on this path: each one cost more than
-the await it guarded (see :mod:`streaming.shield`). :func:`guard` gives the same guarantees as an async iterator,
-for in-process consumers (tests, benchmarks).
+the await it guarded (see :mod:`streaming.shield`). :func:`guard` gives
+the same guarantees as an async iterator, for in-process consumers (tests,
+benchmarks).
 """
 
 from __future__ import annotations

@@ -153,7 +153,11 @@ class EventStreamResponse(StreamingResponse):
         finally:
             for helper in helpers:
                 helper.cancel()
-            await finish(run.detach(self), 2 * CLOSE_TIMEOUT_S)
+            detaching = run.detach(self)
+            if run.ended:
+                await detaching  # an ended run has nothing to wait for: it returns at once
+            else:  # the run may be cancelled now: wait for it even if this task is cancelled meanwhile
+                await finish(detaching, 2 * CLOSE_TIMEOUT_S)
 
     def _stop(self, task: asyncio.Task[None]) -> None:
         """End the stream (a helper's call): cancel the task writing it, once."""
@@ -220,6 +224,9 @@ class EventStreamResponse(StreamingResponse):
                 self.position = seq
                 if run.ended and seq >= run.last_seq:
                     self.complete = True
+                    # The last events end the body in the same write: one send fewer per run.
+                    await self._write(send, b"".join(chunks), more_body=False)
+                    return
                 if chunks:
                     await self._write(send, b"".join(chunks) if len(chunks) > 1 else chunks[0])
                 quiet_turns = QUIET_TURNS_BURSTS if len(pending) > 1 else QUIET_TURNS_PACED

@@ -73,7 +73,7 @@ async def test_heartbeat_while_nothing_else_is_sent() -> None:
         rb'data: {"provider":"offline","model":"m","usage":null,"elapsed_ms":0,"finish_reason":"stop"}\n\n',
         wire,
     )
-    assert bodies[-1] == b""
+    assert b"event: done" in bodies[-1]  # the terminal event ends the body
 
 
 async def test_no_heartbeat_for_formats_without_one() -> None:
@@ -503,28 +503,6 @@ async def test_a_source_that_fails_is_logged_under_the_response_s_run_id(caplog)
     assert b"event: error" in b"".join(bodies)
 
 
-async def test_every_write_but_the_last_says_more_body_follows() -> None:
-    """An ASGI server ends the response at the first body message without
-    ``more_body``: only the closing (empty) one may lack it."""
-
-    async def run():
-        yield TextDelta("a", "x")
-        await asyncio.sleep(0.01)
-        yield TextDelta("b", "x")
-        yield Done("offline", "m")
-
-    messages = []
-
-    async def send(message):
-        messages.append(message)
-
-    await EventStreamResponse(run())(SCOPE, never_disconnects(), send)
-    bodies = [m for m in messages if m["type"] == "http.response.body"]
-    assert len(bodies) >= 3
-    assert all(m["more_body"] is True for m in bodies[:-1])
-    assert bodies[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
-
-
 async def test_a_client_slow_to_take_the_headers_is_still_cut_when_it_stops_reading_later() -> None:
     """Keep-alives fall due while the response's start is still being sent
     (nothing is waiting to be woken then): the watcher lets that pass and
@@ -618,3 +596,25 @@ async def test_single_tokens_two_turns_apart_are_written_as_they_come_and_pairs_
     assert b"".join(singles).count(b"\n\n") == 11 and b"".join(pairs).count(b"\n\n") == 21
     assert len(singles) >= 9
     assert len(pairs) <= 5
+
+
+async def test_the_last_events_and_the_end_of_the_body_share_one_write() -> None:
+    """A run's terminal event goes out with ``more_body=False`` (one socket
+    write for both under uvicorn), and nothing is sent after it."""
+
+    async def answer():
+        yield TextDelta("a", "x")
+        await asyncio.sleep(0.01)
+        yield TextDelta("b", "x")
+        yield Done("offline", "m")
+
+    bodies = []
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            bodies.append((message["body"], message.get("more_body", False)))
+
+    await EventStreamResponse(answer(), encoder=SSEEncoder())(SCOPE, never_disconnects(), send)
+    last, more = bodies[-1]
+    assert more is False and b"event: done" in last
+    assert all(more for _, more in bodies[:-1]) and all(body for body, _ in bodies)
