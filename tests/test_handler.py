@@ -773,6 +773,10 @@ async def test_telemetry_is_told_of_a_run_and_of_nothing_refused(told: Told, mon
     assert told.runs == [
         {"path": AGENT, "run_id": reply.headers["x-run-id"], "runner": _one_event, "provider": "offline"}
     ]
+    for _ in range(200):  # the run's task ends just after its response (closing the runner), bounded
+        if len(told.heard) == 2:
+            break
+        await asyncio.sleep(0.01)
     assert told.heard[0] == "begin" and isinstance(told.heard[1], Done), "the run's own observer hears it"
 
 
