@@ -1043,3 +1043,21 @@ async def test_coalesce_ms_lets_tokens_a_few_turns_apart_share_a_write(monkeypat
     coalesced = await run_with(runner, monkeypatch)
     assert len(sse_events(at_once)) == len(sse_events(coalesced)) == 21
     assert writes(at_once) >= 15 and writes(coalesced) <= 10
+
+
+async def test_a_run_cancelled_before_it_began_still_gives_its_slot_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process stopping may cancel a run's task before its first step:
+    its producer (whose own ``finally`` gives the slot back) never runs, the
+    run's cleanup still does."""
+    from streaming.encoders import SSEEncoder
+    from streaming.http import start_stream
+    from streaming.slots import RunSlots
+
+    slots = RunSlots()
+    response = await start_stream(HeldStream(), encoder=SSEEncoder(), run_id="r-11", slot=slots.try_acquire(1))
+    response.run.task.cancel()  # before the task's first step
+    for _ in range(200):  # the cleanups run in a task of their own, bounded
+        if not slots.active:
+            break
+        await asyncio.sleep(0.01)
+    assert slots.active == 0 and response.run.ended
