@@ -555,37 +555,47 @@ async def test_a_source_without_aclose_is_streamed_and_ends_cleanly(caplog) -> N
 
 
 async def test_a_reader_waiting_for_the_store_while_the_run_trims_gets_every_event_after_its_id() -> None:
-    """A resumed reader sees only what the store holds (Redis): while it waits,
-    the run may drop old events past its byte cap, up to the reader's id. It
-    then goes on from what the log still holds, every event after its id
-    once, in order."""
+    """A resumed reader sees only what the store holds (Redis). The run may
+    drop old events past its byte cap, up to the reader's id, while the
+    reader waits for the store or gathers a write: it goes on from what the
+    log still holds, sends only what is stored, every event after its id
+    once, in order, as it becomes readable."""
     from streaming.events import Done
     from streaming.runlog import Run
+
+    def event(i: int) -> TextDelta:
+        return TextDelta(f"{i:04d}" + "x" * 1000, "a")
 
     run = Run(run_id="r7")
     run.max_bytes = 64 * 1024
     for i in range(10):
-        run.append(TextDelta(f"{i:04d}" + "x" * 1000, "a"))
+        run.append(event(i))
     run.stored(0)  # nothing stored yet: the reader waits
-
     bodies = []
 
     async def send(message):
         if message["type"] == "http.response.body":
             bodies.append(message["body"])
 
+    def ids() -> list[int]:
+        wire = b"".join(bodies).decode()
+        return [int(line.rsplit(":", 1)[1]) for line in wire.splitlines() if line.startswith("id: ")]
+
     response = EventStreamResponse(run, after=5, heartbeat_s=10)
     task = asyncio.create_task(response(SCOPE, never_disconnects(), send))
     await asyncio.sleep(0.02)
-    for i in range(10, 200):  # about 190 KB: the run drops its oldest events, up to the reader's id
-        run.append(TextDelta(f"{i:04d}" + "x" * 1000, "a"))
-    assert run.base > 0
+    run.stored(10)  # the first ten are stored: the reader wakes and gathers its write...
+    await asyncio.sleep(0)
+    for i in range(10, 200):  # ...while about 190 KB more come: the run drops its oldest, up to the reader's id
+        run.append(event(i))
+    assert run.base == 5
+    await asyncio.sleep(0.05)
+    assert ids() == list(range(6, 11)), "what is stored after the reader's id, and nothing past it"
     run.append(Done("offline", "m"))
     run.stored(run.last_seq)
     await asyncio.wait_for(task, 5)
+    assert ids() == list(range(6, 202))
     wire = b"".join(bodies).decode()
-    ids = [int(line.rsplit(":", 1)[1]) for line in wire.splitlines() if line.startswith("id: ")]
-    assert ids == list(range(6, 202))
     assert wire.count('"text":"0006') == 1 and "event: done" in wire
 
 
