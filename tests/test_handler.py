@@ -1061,3 +1061,22 @@ async def test_a_run_cancelled_before_it_began_still_gives_its_slot_back(monkeyp
             break
         await asyncio.sleep(0.01)
     assert slots.active == 0 and response.run.ended
+
+
+async def test_a_reconnect_that_fails_unexpectedly_is_a_500_with_its_run_id(
+    app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An EventSource reconnecting (Last-Event-ID on the stream endpoint) is
+    not counted as a refused start, but its 500 still carries the id its log
+    line has."""
+    import streaming.http
+
+    def broken(_: str) -> None:
+        raise RuntimeError("secret-detail")
+
+    monkeypatch.setattr(streaming.http, "parse_event_id", broken)
+    with caplog.at_level(logging.ERROR, logger="streaming.http"):
+        reply = await call(app, "GET", AGENT, query="message=Oslo", headers={"last-event-id": "tok:1"})
+    assert reply.status == 500 and reply.json()["error"]["code"] == "internal_error"
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "streaming.http"]
+    assert f"run {reply.headers['x-run-id']}:" in logged
