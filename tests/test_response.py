@@ -85,10 +85,10 @@ async def test_no_heartbeat_for_formats_without_one() -> None:
 
     async def send(message):
         if message["type"] == "http.response.body":
-            bodies.append(message["body"])
+            bodies.append((message["body"], message["more_body"]))
 
     await EventStreamResponse(slow_run(), encoder=TextEncoder(), heartbeat_s=0.05)(SCOPE, never_disconnects(), send)
-    assert bodies == [b"hi", b""]
+    assert bodies == [(b"hi", True), (b"", False)], "a source that just stops still ends the body"
 
 
 async def test_a_reader_that_stops_reading_ends_the_run() -> None:
