@@ -628,3 +628,25 @@ async def test_the_last_events_and_the_end_of_the_body_share_one_write() -> None
     last, more = bodies[-1]
     assert more is False and b"event: done" in last
     assert all(more for _, more in bodies[:-1]) and all(body for body, _ in bodies)
+
+
+async def test_keep_alives_go_on_after_a_write_that_waited_out_a_coalescing_window() -> None:
+    """A keep-alive may fall due while a write gathers events (nothing idle
+    to wake): the watcher lets it pass and keeps the stream alive after."""
+
+    async def run():
+        await asyncio.sleep(0.15)
+        yield TextDelta("a", "x")
+        await asyncio.sleep(0.6)  # silent again: keep-alives
+        yield Done("offline", "m")
+
+    bodies = []
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            bodies.append(message["body"])
+
+    response = EventStreamResponse(run(), heartbeat_s=0.1, coalesce_s=0.3)
+    await asyncio.wait_for(response(SCOPE, never_disconnects(), send), 5)
+    after_text = bodies[next(i for i, body in enumerate(bodies) if b'"text":"a"' in body) + 1 :]
+    assert after_text.count(b": ping\n\n") >= 2, bodies
