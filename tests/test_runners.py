@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections import Counter
+from typing import Any
+
+import pytest
 
 from llm.offline import OfflineChatClient
 from settings import model_settings
-from streaming.events import Done, TextDelta
+from streaming.events import Done, Error, TextDelta
 from streaming.pipeline import guard
 from streaming.request import RunRequest
 from streaming.runners import run_agent, run_workflow
+from tools import OfflineWeatherProvider
 
 SETTINGS = model_settings({})
 
@@ -62,3 +66,29 @@ async def test_shared_agents_serve_concurrent_runs_independently() -> None:
         assert sum(isinstance(e, Done) for e in events) == 2
         text = "".join(e.text for e in events if isinstance(e, TextDelta))
         assert city in text and not any(other in text for other in cities if other != city)
+
+
+@pytest.mark.parametrize("runner", [run_agent, run_workflow])
+@pytest.mark.parametrize("own_provider", [False, True], ids=["shared agents", "a provider of its own"])
+async def test_every_model_call_is_held_to_max_output_tokens(
+    monkeypatch: pytest.MonkeyPatch, runner: Any, own_provider: bool
+) -> None:
+    """The offline model honours the limit as a hosted one does (a word a
+    token): each answer cut there, the run's ``done`` says ``length``."""
+    monkeypatch.setenv("MAX_OUTPUT_TOKENS", "2")
+    extra = {"provider": OfflineWeatherProvider()} if own_provider else {}
+    request = RunRequest("Weather in Oslo and Lima?")
+    events = [e async for e in runner(request, OfflineChatClient(delay=0), SETTINGS, **extra)]
+    assert isinstance(events[-1], Done) and events[-1].finish_reason == "length"
+    monkeypatch.setenv("MAX_OUTPUT_TOKENS", "4096")
+    events = [e async for e in runner(request, OfflineChatClient(delay=0), SETTINGS, **extra)]
+    assert isinstance(events[-1], Done) and events[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("runner", [run_agent, run_workflow])
+async def test_a_run_stops_at_max_run_output_chars(monkeypatch: pytest.MonkeyPatch, runner: Any) -> None:
+    monkeypatch.setenv("MAX_RUN_OUTPUT_CHARS", "5")
+    run = runner(RunRequest("Weather in Oslo?"), OfflineChatClient(delay=0), SETTINGS)
+    events = [e async for e in guard(run, deadline_s=10, run_id="t")]
+    assert isinstance(events[-1], Error) and events[-1].code == "output_too_long"
+    assert sum(len(e.text) for e in events if isinstance(e, TextDelta)) <= 5
