@@ -13,10 +13,11 @@ import asyncio
 import base64
 import json
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -90,6 +91,11 @@ async def stores(redis_server: RedisServer) -> AsyncIterator[Make]:
                 await asyncio.wait({publisher.task}, timeout=10)
         if store._redis is not None:
             await store._redis.aclose()
+
+
+@dataclass(eq=False)
+class Reader:
+    position: int
 
 
 class Script:
@@ -356,10 +362,13 @@ async def test_a_reader_that_leaves_stops_counting_at_once(stores: Make, redis: 
     run, _ = await started(one)
     mirror = await two.open_run(run.token)
     assert mirror is not None
+    reader = Reader(position=0)
+    mirror.attach(reader)
     mirror.start()
     assert await run.count_remote_readers() == 1  # type: ignore[misc]
-    await mirror.cancel()
-    await until(lambda: absent(redis, key(run.token, "readers")), "its presence removed")
+    await mirror.detach(reader)  # its client left: the mirror stops at once (it has no window of its own)
+    assert await redis.zcard(key(run.token, "readers")) == 0, "its presence removed"
+    assert await run.count_remote_readers() == 0  # type: ignore[misc]
     assert not run.ended, "the run itself goes on"
 
 
@@ -578,6 +587,17 @@ def test_an_event_is_stored_as_compact_json_naming_its_class() -> None:
     during a deployment)."""
     assert encode_event(TextDelta("Zürich", "a")) == '{"t":"TextDelta","text":"Zürich","agent":"a"}'
     assert decode_event('{"t":"Error","code":"c","message":"m"}') == Error("c", "m")
+
+
+def test_a_class_a_slots_dataclass_replaced_is_not_taken_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``slots=True`` makes a new class; the one it replaced stays among the
+    subclasses while anything holds it. The module's own is the one decoded."""
+    module = ModuleType("events_elsewhere")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    replaced = type("Later", (TextDelta,), {"__module__": module.__name__})
+    module.Later = dataclass(frozen=True, slots=True)(replaced)  # type: ignore[attr-defined]
+    assert replaced in TextDelta.__subclasses__()
+    assert _event_types()["Later"] is module.Later  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
