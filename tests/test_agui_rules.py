@@ -6,21 +6,24 @@ own encoder and validator, and the routes over HTTP)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+from pydantic import Field, TypeAdapter, ValidationError
 
 from settings import StreamSettings
 from streaming.agui import (
     AGENT_PROTOCOL,
     MAX_CLIENT_TOOLS,
+    PROTOCOL_VERSION,
     UNANSWERED,
     WORKFLOW_PROTOCOL,
     AGUIEncoder,
     AGUIRunRequest,
+    _validation_message,
     parse_run_input,
 )
-from streaming.events import AgentStarted, Done, TextDelta, ToolCall, ToolResult
+from streaming.events import AgentCompleted, AgentStarted, Done, Error, TextDelta, ToolCall, ToolResult
 from streaming.request import RequestError
 from tests.agui_support import data_frames, run_input, user
 
@@ -245,6 +248,15 @@ def test_a_tool_without_parameters_takes_an_empty_object(parameters) -> None:
     assert built.parameters() == {"type": "object", "properties": {}}
 
 
+def test_a_problem_of_a_kind_or_at_a_place_the_protocol_has_no_name_for_is_still_told() -> None:
+    """A later protocol package may bring constraints the table does not
+    name, or an error on the whole model: the message still says where and
+    what, in words."""
+    with pytest.raises(ValidationError) as caught:
+        TypeAdapter(Annotated[int, Field(gt=0)]).validate_python(0)
+    assert _validation_message(caught.value) == "The request body is not an AG-UI RunAgentInput: 'the body' is invalid."
+
+
 def test_a_validation_message_names_three_problems_at_most() -> None:
     body = {"threadId": 1, "runId": 2, "messages": [{"id": 3, "role": "user", "content": "x", "name": 4}]}
     error = refused(body)
@@ -332,10 +344,41 @@ def test_a_call_with_empty_arguments_has_no_args_event_and_string_arguments_go_a
 
 
 def test_a_step_or_a_result_ends_the_message_tool_calls_belong_to() -> None:
-    for between in (AgentStarted("w"), ToolResult("w", "c1", "ping", "pong")):
+    for between in (AgentStarted("w"), AgentCompleted("w"), ToolResult("w", "c1", "ping", "pong")):
         events = events_of(ToolCall("w", "c1", "ping", {}), between, ToolCall("w", "c2", "ping", {}))
         first, second = (e["parentMessageId"] for e in events if e["type"] == "TOOL_CALL_START")
-        assert first != second, between
+        prefix = first.rpartition("-")[0]
+        assert first == f"{prefix}-1" and second.startswith(f"{prefix}-") and second != first, between
+
+
+@pytest.mark.parametrize(
+    ("end", "last"),
+    [
+        (AgentStarted("writer"), "STEP_STARTED"),
+        (AgentCompleted("w"), "STEP_FINISHED"),
+        (Done("offline", "m"), "RUN_FINISHED"),
+        (Error("timeout", "Late."), "RUN_ERROR"),
+        (ToolResult("w", "c", "t", "r"), "TOOL_CALL_RESULT"),
+    ],
+)
+def test_an_open_message_is_closed_before_a_step_change_a_result_and_the_end(end: Any, last: str) -> None:
+    events = events_of(TextDelta("Par", "w"), end)
+    assert [e["type"] for e in events] == [
+        "RUN_STARTED",
+        "TEXT_MESSAGE_START",
+        "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_END",
+        last,
+    ]
+
+
+def test_the_run_starts_with_the_protocol_version_the_spec_requires() -> None:
+    assert events_of(Done("offline", "m"))[0] == {
+        "type": "RUN_STARTED",
+        "threadId": "t",
+        "runId": "r",
+        "protocolVersion": PROTOCOL_VERSION,
+    }
 
 
 def test_usage_names_only_the_counts_the_model_reported() -> None:
