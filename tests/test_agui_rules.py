@@ -66,17 +66,22 @@ def test_each_limit_admits_exactly_its_value() -> None:
     assert request.history == request.messages[:-1]
 
     over = [
-        ({"messages": [user("x" * 201)]}, "'messages[0].content' is longer than 200 characters."),
-        ({"messages": [user("x")] * 8}, "'messages' has more than 6 earlier messages."),
-        ({"context": [{"description": "d", "value": "v"}] * 7}, "'context' has more than 6 entries."),
+        ({"messages": [user("x" * 201)]}, "message_too_long", "'messages[0].content' is longer than 200 characters."),
+        ({"messages": [user("x")] * 8}, "too_many_messages", "'messages' has more than 6 earlier messages."),
+        (
+            {"context": [{"description": "d", "value": "v"}] * 7},
+            "too_many_messages",
+            "'context' has more than 6 entries.",
+        ),
         (
             {"tools": [{"name": f"t{i}", "description": ""} for i in range(65)]},
+            "too_many_tools",
             "'tools' has more than 64 tools.",
         ),
     ]
-    for change, message in over:
+    for change, code, message in over:
         error = refused({**at_limit, **change})
-        assert (error.status, error.message) == (413, message)
+        assert (error.status, error.code, error.message) == (413, code, message)
 
 
 @pytest.mark.parametrize(
@@ -117,6 +122,22 @@ def test_each_limit_admits_exactly_its_value() -> None:
             "'messages[1].content[1]': only text content is supported, not image.",
         ),
         ([user("a\x00b")], {}, "invalid_message", "'messages[0].content' must not contain NUL characters."),
+        (
+            [{"id": "s", "role": "system", "content": "x" * 201}, user("a")],
+            {},
+            "message_too_long",
+            "'messages[0].content' is longer than 200 characters.",
+        ),
+        (
+            [
+                user("a"),
+                {"id": "a", "role": "assistant", "toolCalls": [call("c1")]},
+                {"id": "t", "role": "tool", "toolCallId": "c1", "content": "x" * 201},
+            ],
+            {},
+            "message_too_long",
+            "'messages[2].content' is longer than 200 characters.",
+        ),
         (
             [user("a")],
             {"context": [{"description": "d" * 201, "value": "v"}]},
@@ -172,6 +193,22 @@ def test_a_tool_name_of_64_characters_is_a_name() -> None:
 
 
 # ------------------------------------------------------------------------------ what the model gets
+
+
+def test_system_and_developer_messages_reach_the_model_as_system_messages() -> None:
+    body = run_input(
+        [
+            {"id": "s", "role": "system", "content": "Be brief."},
+            {"id": "d", "role": "developer", "content": "Use metric units."},
+            user("Oslo?"),
+        ]
+    )
+    messages = parse(body).to_messages()
+    assert [(m.role, m.text) for m in messages] == [
+        ("system", "Be brief."),
+        ("system", "Use metric units."),
+        ("user", "Oslo?"),
+    ]
 
 
 def test_context_reaches_the_model_as_one_system_message_an_entry_a_line() -> None:
