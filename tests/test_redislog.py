@@ -417,6 +417,29 @@ async def test_a_tailed_run_whose_instance_stops_ends_with_run_lost(stores: Make
     assert run_lost() == Error("run_lost", "The instance running this stream stopped before it finished.")
 
 
+async def xreads(redis: Any) -> int:
+    return (await redis.info("commandstats")).get("cmdstat_xread", {}).get("calls", 0)
+
+
+async def test_a_quiet_run_elsewhere_is_waited_for_one_blocking_read_at_a_time(stores: Make, redis: Any) -> None:
+    """A run that is alive but writes nothing for a while (a slow tool, a
+    thinking model): its reader here waits, says it is still there, and
+    costs Redis one blocking read a second, not a busy loop."""
+    await seeded(redis, "tok-quiet", EVENTS[0])
+    mirror = await stores().open_run("tok-quiet")
+    assert mirror is not None
+    before = await xreads(redis)
+    mirror.start()
+    await asyncio.sleep(2.5)  # two and a half blocking reads with nothing new
+    assert not mirror.ended and mirror.events == [EVENTS[0]], "not reported lost while its lease holds"
+    assert await xreads(redis) - before <= 5
+    [(_, expires)] = await redis.zrange(key("tok-quiet", "readers"), 0, -1, withscores=True)
+    assert expires > time.time() + 20, "its presence renewed ahead, three leases from now"
+    await redis.xadd(key("tok-quiet", "events"), {"e": encode_event(DONE)}, id="0-2")
+    await until(lambda: mirror.ended, "the end read")
+    assert mirror.events == [EVENTS[0], DONE]
+
+
 async def test_a_run_that_ends_just_after_a_read_is_not_reported_lost(
     stores: Make, redis: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
