@@ -123,6 +123,12 @@ def test_each_limit_admits_exactly_its_value() -> None:
         ),
         ([user("a\x00b")], {}, "invalid_message", "'messages[0].content' must not contain NUL characters."),
         (
+            [user("a"), {"id": "a", "role": "assistant", "content": "x" * 201}, user("b")],
+            {},
+            "message_too_long",
+            "'messages[1].content' is longer than 200 characters.",
+        ),
+        (
             [{"id": "s", "role": "system", "content": "x" * 201}, user("a")],
             {},
             "message_too_long",
@@ -185,6 +191,16 @@ def test_each_refusal_names_where_and_what(messages, extra, code, message) -> No
     error = refused(body)
     assert (error.code, error.message) == (code, message)
     assert error.status == (413 if code == "message_too_long" else 400)
+
+
+def test_a_body_that_is_not_an_object_is_told_what_to_send() -> None:
+    with pytest.raises(RequestError) as caught:
+        parse_run_input(b"[1, 2]", "application/json", LIMITS)
+    assert (caught.value.status, caught.value.code, caught.value.message) == (
+        400,
+        "invalid_body",
+        "The request body must be a JSON object: an AG-UI RunAgentInput.",
+    )
 
 
 def test_a_tool_name_of_64_characters_is_a_name() -> None:
