@@ -168,14 +168,14 @@ async def test_a_run_is_mirrored_event_by_event_under_its_documented_keys(stores
     """The keys the module documents, as an operator finds them with
     ``redis-cli``: the stream ``0-<n>``, the meta hash, the lease; every one
     expiring."""
-    store = stores(retention_s=7)
+    store = stores(retention_s=7, lease_s=1000)
     run, script = await started(store)
     token = run.token
     assert await redis.hgetall(key(token, "meta")) == {"run_id": "r1", "instance": store.instance}
     longest_deadline = 3600  # RUN_DEADLINE_SECONDS' maximum: keys of a running run outlive it
     assert longest_deadline - 5 <= await redis.ttl(key(token, "meta")) <= longest_deadline
     assert await redis.get(key(token, "lease")) == store.instance
-    assert 0 < await redis.pttl(key(token, "lease")) <= 10_000
+    assert 990_000 < await redis.pttl(key(token, "lease")) <= 1_000_000, "the lease lasts STREAM_LEASE_SECONDS"
 
     script.send(*EVENTS)
     await until(lambda: run.stored_seq == 4, "the four events stored")
@@ -192,6 +192,15 @@ async def test_a_run_is_mirrored_event_by_event_under_its_documented_keys(stores
     assert not await redis.exists(key(token, "readers"))
     for part in ("events", "meta"):
         assert 0 < await redis.ttl(key(token, part)) <= 7, f"{part} kept RESUME_RETENTION_SECONDS, then gone"
+
+
+async def test_with_no_retention_a_finished_run_is_still_kept_a_second(stores: Make, redis: Any) -> None:
+    """``RESUME_RETENTION_SECONDS=0``: a reader elsewhere that was reading
+    the end as it came still finds it (an expiry of 0 would delete it at once)."""
+    run, script = await started(stores(retention_s=0))
+    script.send(EVENTS[0], DONE)
+    await until(lambda: redis.hget(key(run.token, "meta"), "terminal"), "finished in Redis")
+    assert [await redis.ttl(key(run.token, part)) for part in ("events", "meta")] == [1, 1]
 
 
 async def test_readers_here_see_an_event_only_once_redis_holds_it(stores: Make, redis: Any) -> None:
@@ -235,6 +244,44 @@ async def test_the_lease_is_refreshed_while_the_run_goes(stores: Make, redis: An
         await asyncio.sleep(0.05)
     assert await redis.get(key(token, "lease")) == store.instance
     assert 0 < await redis.ttl(key(token, "events")) <= 3600, "a refresh gives the stream its expiry"
+
+
+async def test_the_lease_is_renewed_each_time_a_third_of_it_has_passed(
+    stores: Make, redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the publisher's own clock (here the test's): a 3000 s lease is
+    renewed, to a whole lease, at 1000 s, 2000 s, ..., not between. Each
+    renewal also gives the event stream its expiry."""
+    clock = [0.0]
+    monkeypatch.setattr(redislog, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    run, script = await started(stores(lease_s=3000))
+    lease, events = key(run.token, "lease"), key(run.token, "events")
+
+    async def renewed_at(at: float) -> bool:
+        """Whether the publisher, woken by an event at ``at``, renews the lease."""
+        await redis.pexpire(lease, 60_000)
+        if await redis.exists(events):
+            await redis.persist(events)
+        clock[0] = at
+        seq = run.last_seq + 1
+        script.send(TextDelta(str(at), "w"))
+        await until(lambda: run.stored_seq == seq, "stored")
+        pttl, ttl = await redis.pttl(lease), await redis.ttl(events)
+        if pttl <= 60_000:
+            assert ttl == -1
+            return False
+        assert 2_990_000 < pttl <= 3_000_000 and 3590 < ttl <= 3600
+        return True
+
+    assert [await renewed_at(at) for at in (10.0, 999.5, 1000.0, 1000.5, 1999.0, 2000.0, 2001.0)] == [
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+        False,
+    ]
 
 
 async def test_readers_on_other_instances_are_counted_at_each_refresh(stores: Make, redis: Any) -> None:
