@@ -419,6 +419,41 @@ async def test_a_reader_that_leaves_stops_counting_at_once(stores: Make, redis: 
     assert not run.ended, "the run itself goes on"
 
 
+async def test_a_reader_arriving_as_the_last_one_leaves_gets_a_mirror_that_stays_shared(
+    stores: Make, redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client resuming here just as the last reader here leaves (its mirror
+    cancelled, saying goodbye to Redis) gets a live mirror of its own, not
+    the leaving one, which ends with ``cancelled`` though the run goes on."""
+    await seeded(redis, "tok-turn", EVENTS[0])
+    two = stores()
+    leaving = await two.open_run("tok-turn")
+    assert leaving is not None
+    reader = Reader(position=0)
+    leaving.attach(reader)
+    before = await xreads(redis)
+    leaving.start()
+    await until(lambda: xreads_past(redis, before), "its reader tailing")
+    client = two.client()
+    zrem, in_goodbye, go_on = client.zrem, asyncio.Event(), asyncio.Event()
+
+    async def slow_goodbye(*args: Any) -> Any:
+        in_goodbye.set()
+        await go_on.wait()
+        return await zrem(*args)
+
+    monkeypatch.setattr(client, "zrem", slow_goodbye)
+    detached = asyncio.create_task(leaving.detach(reader))
+    await asyncio.wait_for(in_goodbye.wait(), 10)
+    arriving = await two.open_run("tok-turn")  # while the last reader there says goodbye
+    assert arriving is not None and arriving is not leaving and not arriving.ended
+    go_on.set()
+    await detached
+    assert two.mirrors == {"tok-turn": arriving}, "the leaving mirror's end does not drop the new one"
+    assert await two.open_run("tok-turn") is arriving
+    assert leaving.events[-1].code == "cancelled" and arriving.events == [EVENTS[0]]  # type: ignore[attr-defined]
+
+
 async def test_a_finished_run_opens_whole_elsewhere_with_nothing_to_tail(stores: Make, redis: Any) -> None:
     one, two = stores(), stores()
     run, script = await started(one)
@@ -470,6 +505,10 @@ async def test_a_tailed_run_whose_instance_stops_ends_with_run_lost(
 
 async def xreads(redis: Any) -> int:
     return (await redis.info("commandstats")).get("cmdstat_xread", {}).get("calls", 0)
+
+
+async def xreads_past(redis: Any, count: int) -> bool:
+    return await xreads(redis) > count
 
 
 async def test_a_quiet_run_elsewhere_is_waited_for_one_blocking_read_at_a_time(stores: Make, redis: Any) -> None:
@@ -554,7 +593,7 @@ async def test_redis_lost_while_a_reader_announces_itself_is_store_unavailable(
         return answer
 
     monkeypatch.setattr(redis, "exists", exists_then_stop)
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(StoreUnavailable, match=r"^ConnectionError"):
         await two.open_run("tok-cut")
     assert two.mirrors == {}
 
@@ -664,6 +703,15 @@ def test_an_event_is_stored_as_compact_json_naming_its_class() -> None:
     during a deployment)."""
     assert encode_event(TextDelta("Zürich", "a")) == '{"t":"TextDelta","text":"Zürich","agent":"a"}'
     assert decode_event('{"t":"Error","code":"c","message":"m"}') == Error("c", "m")
+
+
+def test_an_event_class_defined_in_a_function_travels_too() -> None:
+    @dataclass(frozen=True)
+    class Local(TextDelta):
+        pass
+
+    decoded = decode_event(encode_event(Local("t", "a")))
+    assert decoded == Local("t", "a") and type(decoded) is Local
 
 
 def test_a_class_a_slots_dataclass_replaced_is_not_taken_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
