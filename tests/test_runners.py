@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 from collections import Counter
 from typing import Any
 
 import pytest
 
+from agents import WEATHER_AGENT_NAME
 from llm.offline import OfflineChatClient
-from settings import model_settings
-from streaming.events import Done, Error, TextDelta
+from settings import StreamSettings, model_settings
+from streaming import runners
+from streaming.events import AgentCompleted, AgentStarted, Done, Error, TextDelta, ToolCall, ToolResult
 from streaming.pipeline import guard
 from streaming.request import RunRequest
 from streaming.runners import run_agent, run_workflow
@@ -92,3 +95,67 @@ async def test_a_run_stops_at_max_run_output_chars(monkeypatch: pytest.MonkeyPat
     events = [e async for e in guard(run, deadline_s=10, run_id="t")]
     assert isinstance(events[-1], Error) and events[-1].code == "output_too_long"
     assert sum(len(e.text) for e in events if isinstance(e, TextDelta)) <= 5
+
+
+async def test_the_agent_run_is_framed_by_its_agent_and_ends_naming_the_model() -> None:
+    events = [e async for e in run_agent(RunRequest("Weather in Oslo?"), OfflineChatClient(delay=0), SETTINGS)]
+    assert (events[0], events[-2]) == (AgentStarted(WEATHER_AGENT_NAME), AgentCompleted(WEATHER_AGENT_NAME))
+    assert (events[-1].provider, events[-1].model) == (SETTINGS.provider, SETTINGS.model)  # type: ignore[attr-defined]
+    results = [e for e in events if isinstance(e, ToolResult)]
+    assert [(r.result["location"], r.is_error) for r in results] == [("Oslo", False)], "the settings' provider answers"
+    workflow = [e async for e in run_workflow(RunRequest("Weather in Oslo?"), OfflineChatClient(delay=0), SETTINGS)]
+    assert (workflow[-1].provider, workflow[-1].model) == (SETTINGS.provider, SETTINGS.model)  # type: ignore[attr-defined]
+
+
+async def test_an_ag_ui_requests_client_tools_are_offered_to_the_agent() -> None:
+    from streaming.agui import parse_run_input
+    from tests.agui_support import run_input, user
+
+    notice = {"name": "show_notice", "description": "Shows a notice.", "parameters": {"type": "object"}}
+    body = run_input([user('Please show_notice {"text": "Hello"}')], tools=[notice])
+    request = parse_run_input(json.dumps(body).encode(), "application/json", StreamSettings())
+    events = [e async for e in run_agent(request, OfflineChatClient(delay=0), SETTINGS)]
+    assert [(e.tool, e.arguments) for e in events if isinstance(e, ToolCall)] == [("show_notice", {"text": "Hello"})]
+    assert isinstance(events[-1], Done)
+
+
+@pytest.mark.parametrize("runner", [run_agent, run_workflow])
+async def test_leaving_a_run_closes_its_model_call(runner: Any) -> None:
+    """Leaving the loop early does not close the model's HTTP call by
+    itself: the runner closes the framework stream it opened."""
+    from agents.weather import INSTRUCTIONS
+    from llm import create_chat_client
+    from tests.fake_openai import FakeOpenAI, text_response
+
+    with FakeOpenAI(api_key="k") as fake:
+        env = {"OPENAI_BASE_URL": fake.openai_base_url, "OPENAI_API_KEY": "k", "OPENAI_MODEL": "m"}
+        settings = model_settings({**env, "MODEL_MAX_RETRIES": "0"})
+        fake.enqueue(text_response(" ".join(f"w{i}" for i in range(400)), delay=0.02))
+        run = runner(RunRequest("Tell me about Oslo"), create_chat_client(settings), settings)
+        async for event in run:
+            if isinstance(event, TextDelta):
+                break
+        await run.aclose()
+        assert await fake.wait_for_no_open_streams_async(5.0) and fake.cancelled_streams == 1
+        if runner is run_agent:
+            assert fake.requests[0].json["messages"][0] == {"role": "system", "content": INSTRUCTIONS}
+
+
+async def test_close_stream_closes_swallows_its_failure_and_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[str] = []
+
+    class Stream:
+        def __init__(self, how: str) -> None:
+            self.how = how
+
+        async def close(self) -> None:
+            if self.how == "hangs":
+                await asyncio.sleep(30)
+            closed.append(self.how)
+            if self.how == "fails":
+                raise RuntimeError("the connection was already gone")
+
+    monkeypatch.setattr(runners, "CLOSE_TIMEOUT_S", 0.2)
+    for how in ("closes", "fails", "hangs"):
+        await asyncio.wait_for(runners.close_stream(Stream(how)), 5)
+    assert closed == ["closes", "fails"]
