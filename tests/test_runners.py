@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from streaming.events import AgentCompleted, AgentStarted, Done, Error, TextDelt
 from streaming.pipeline import guard
 from streaming.request import RunRequest
 from streaming.runners import run_agent, run_workflow
+from tests.support import refusing_port
 from tools import OfflineWeatherProvider
 
 SETTINGS = model_settings({})
@@ -98,13 +100,28 @@ async def test_a_run_stops_at_max_run_output_chars(monkeypatch: pytest.MonkeyPat
 
 
 async def test_the_agent_run_is_framed_by_its_agent_and_ends_naming_the_model() -> None:
-    events = [e async for e in run_agent(RunRequest("Weather in Oslo?"), OfflineChatClient(delay=0), SETTINGS)]
+    """``done`` names the model the service said answered, else the one the
+    settings asked for (here the model names none)."""
+    named = replace(SETTINGS, model="offline-named")
+    client = OfflineChatClient(delay=0)
+    client.model_id = ""  # a service that does not say which model answered
+    events = [e async for e in run_agent(RunRequest("Weather in Oslo?"), client, named)]
     assert (events[0], events[-2]) == (AgentStarted(WEATHER_AGENT_NAME), AgentCompleted(WEATHER_AGENT_NAME))
-    assert (events[-1].provider, events[-1].model) == (SETTINGS.provider, SETTINGS.model)  # type: ignore[attr-defined]
-    results = [e for e in events if isinstance(e, ToolResult)]
-    assert [(r.result["location"], r.is_error) for r in results] == [("Oslo", False)], "the settings' provider answers"
-    workflow = [e async for e in run_workflow(RunRequest("Weather in Oslo?"), OfflineChatClient(delay=0), SETTINGS)]
-    assert (workflow[-1].provider, workflow[-1].model) == (SETTINGS.provider, SETTINGS.model)  # type: ignore[attr-defined]
+    assert (events[-1].provider, events[-1].model) == ("offline", "offline-named")  # type: ignore[attr-defined]
+    workflow = [e async for e in run_workflow(RunRequest("Weather in Oslo?"), client, named)]
+    assert (workflow[-1].provider, workflow[-1].model) == ("offline", "offline-named")  # type: ignore[attr-defined]
+
+
+async def test_shared_agents_use_the_weather_provider_the_settings_choose(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``WEATHER_PROVIDER`` is read per request: Open-Meteo here, at an
+    address where nothing answers, so its tool call fails (the offline data
+    would have answered)."""
+    with refusing_port() as port:
+        monkeypatch.setenv("WEATHER_PROVIDER", "open-meteo")
+        monkeypatch.setenv("GEOCODING_API_BASE_URL", f"http://127.0.0.1:{port}/v1")
+        monkeypatch.setenv("WEATHER_API_BASE_URL", f"http://127.0.0.1:{port}/v1")
+        events = [e async for e in run_agent(RunRequest("Weather in Oslo?"), OfflineChatClient(delay=0), SETTINGS)]
+    assert [r.is_error for r in events if isinstance(r, ToolResult)] == [True]
 
 
 async def test_an_ag_ui_requests_client_tools_are_offered_to_the_agent() -> None:
@@ -120,7 +137,7 @@ async def test_an_ag_ui_requests_client_tools_are_offered_to_the_agent() -> None
 
 
 @pytest.mark.parametrize("runner", [run_agent, run_workflow])
-async def test_leaving_a_run_closes_its_model_call(runner: Any) -> None:
+async def test_leaving_a_run_closes_its_model_call(runner: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Leaving the loop early does not close the model's HTTP call by
     itself: the runner closes the framework stream it opened."""
     from agents.weather import INSTRUCTIONS
@@ -131,12 +148,21 @@ async def test_leaving_a_run_closes_its_model_call(runner: Any) -> None:
         env = {"OPENAI_BASE_URL": fake.openai_base_url, "OPENAI_API_KEY": "k", "OPENAI_MODEL": "m"}
         settings = model_settings({**env, "MODEL_MAX_RETRIES": "0"})
         fake.enqueue(text_response(" ".join(f"w{i}" for i in range(400)), delay=0.02))
+        closed: list[Any] = []
+        close_stream = runners.close_stream
+
+        async def spy(stream: Any) -> None:
+            closed.append(stream)
+            await close_stream(stream)
+
+        monkeypatch.setattr(runners, "close_stream", spy)
         run = runner(RunRequest("Tell me about Oslo"), create_chat_client(settings), settings)
         async for event in run:
             if isinstance(event, TextDelta):
                 break
         await run.aclose()
         assert await fake.wait_for_no_open_streams_async(5.0) and fake.cancelled_streams == 1
+        assert len(closed) == 1 and callable(closed[0].close), "the stream it opened, closed by the runner"
         if runner is run_agent:
             assert fake.requests[0].json["messages"][0] == {"role": "system", "content": INSTRUCTIONS}
 
@@ -158,4 +184,5 @@ async def test_close_stream_closes_swallows_its_failure_and_is_bounded(monkeypat
     monkeypatch.setattr(runners, "CLOSE_TIMEOUT_S", 0.2)
     for how in ("closes", "fails", "hangs"):
         await asyncio.wait_for(runners.close_stream(Stream(how)), 5)
+        assert closed == ["closes", "fails"][: len(closed)] and (how == "hangs" or closed[-1] == how), "closed by now"
     assert closed == ["closes", "fails"]
