@@ -396,7 +396,7 @@ def test_a_call_with_empty_arguments_has_no_args_event_and_string_arguments_go_a
     assert len(parents) == 1, "calls in a row belong to one assistant message"
 
 
-def test_a_step_or_a_result_ends_the_message_tool_calls_belong_to() -> None:
+def test_a_step_its_end_or_a_result_ends_the_message_tool_calls_belong_to() -> None:
     for between in (AgentStarted("w"), AgentCompleted("w"), ToolResult("w", "c1", "ping", "pong")):
         events = events_of(ToolCall("w", "c1", "ping", {}), between, ToolCall("w", "c2", "ping", {}))
         first, second = (e["parentMessageId"] for e in events if e["type"] == "TOOL_CALL_START")
