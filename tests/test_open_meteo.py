@@ -4,6 +4,7 @@ builds, place hints, the cache, and every failure as the message the model gets.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from collections.abc import Iterator
 
@@ -368,3 +369,191 @@ async def test_provider_is_chosen_per_request_and_agents_are_built_once_per_choi
     assert await source_of_one_run() == "offline sample data"
     assert await source_of_one_run() == "offline sample data"
     assert (_agents.cache_info().misses, _agents.cache_info().currsize) == (2, 2)
+
+
+# ------------------------------------------------------------------------------------------ hints, labels, answers
+
+
+def _place(**fields: object):
+    from tools.open_meteo import Place
+
+    base: dict[str, object] = {"name": "Portland", "latitude": 43.66, "longitude": -70.26}
+    return Place(**{**base, **fields})  # type: ignore[arg-type]
+
+
+MAINE = {"admin1": "Maine", "admin2": "Cumberland", "country": "United States", "country_code": "US"}
+
+
+@pytest.mark.parametrize(
+    ("hint", "fields", "matches"),
+    [
+        ("Maine", MAINE, True),
+        ("  maine. ", MAINE, True),
+        ("ME", MAINE, True),
+        ("me", MAINE, True),
+        ("Cumberland", MAINE, True),  # the county (admin2)
+        ("United States", MAINE, True),
+        ("US", MAINE, True),
+        ("USA", MAINE, True),
+        ("U.S.", MAINE, True),
+        ("u.s.a", MAINE, True),
+        ("America", MAINE, True),
+        ("OR", MAINE, False),  # another state
+        ("Oregon", MAINE, False),
+        ("GB", MAINE, False),
+        ("UK", MAINE, False),
+        ("", MAINE, False),
+        ("M", MAINE, False),
+        ("UK", {"admin1": "England", "country": "United Kingdom", "country_code": "GB"}, True),
+        ("U.K.", {"admin1": "England", "country": "United Kingdom", "country_code": "GB"}, True),
+        ("Britain", {"admin1": "England", "country": "United Kingdom", "country_code": "GB"}, True),
+        ("gb", {"admin1": "England", "country": "United Kingdom", "country_code": "GB"}, True),
+        ("England", {"admin1": "England", "country": "United Kingdom", "country_code": "GB"}, True),
+        # A state's code only means the state in the United States: ME is also Montenegro's code.
+        ("ME", {"admin1": "Maine", "country": "Elsewhere", "country_code": "XX"}, False),
+        ("ME", {"admin1": "Podgorica", "country": "Montenegro", "country_code": "ME"}, True),
+        ("DC", {"admin1": "District of Columbia", "country_code": "US"}, True),
+        ("WA", {"admin1": "Washington", "country_code": "US"}, True),
+        ("NY", {"admin1": None, "country_code": "US"}, False),
+        ("US", {}, False),  # nothing known about the place: nothing matches
+        ("Maine", {}, False),
+    ],
+)
+def test_a_hint_names_a_region_country_code_or_us_state(hint: str, fields: dict, matches: bool) -> None:
+    assert _place(**fields).matches(hint) is matches
+
+
+def test_a_place_s_label_names_it_its_region_and_country_once_each() -> None:
+    assert _place(**MAINE).label == "Portland, Maine, United States"
+    assert _place(name="Oslo", admin1="Oslo", country="Norway").label == "Oslo, Norway"
+    assert _place(name="Monaco", admin1=None, country="Monaco").label == "Monaco"
+    assert _place(name="Nowhere").label == "Nowhere"
+
+
+def test_split_hint_tidies_the_name_and_drops_empty_hints() -> None:
+    assert split_hint("  Portland ,\tMaine,, USA ,") == ("Portland", ["Maine", "USA"])
+    assert split_hint("New   York") == ("New York", [])
+    assert split_hint(", FR") == ("", ["FR"])
+
+
+def test_geocoding_answers_that_are_not_the_documented_shape() -> None:
+    from tools.open_meteo import parse_places
+
+    assert parse_places({}) == [] and parse_places({"generationtime_ms": 0.5, "results": None}) == []
+    for body in (None, [], "results", {"results": {}}, {"results": "Paris"}, {"results": [None, 1]}):
+        with pytest.raises(ValueError):
+            parse_places(body)
+    usable = {"name": " Oslo ", "latitude": 59.9, "longitude": 10.7, "country_code": "no", "admin1": "  "}
+    unusable = [
+        {"name": "No latitude", "longitude": 1.0},
+        {"name": "Text", "latitude": "59.9", "longitude": 10.7},
+        {"name": "Boolean", "latitude": True, "longitude": 10.7},
+        {"name": "Not finite", "latitude": float("nan"), "longitude": 10.7},
+        {"name": "Off the map", "latitude": 90.5, "longitude": 0},
+        {"name": "Off the map", "latitude": -90.5, "longitude": 0},
+        {"name": "Off the map", "latitude": 0, "longitude": 180.5},
+        {"name": "Off the map", "latitude": 0, "longitude": -180.5},
+        {"name": "   ", "latitude": 1.0, "longitude": 1.0},
+        {"name": 7, "latitude": 1.0, "longitude": 1.0},
+        "Oslo",
+    ]
+    edges = {"name": "Pole", "latitude": -90, "longitude": 180}
+    places = parse_places({"results": [*unusable, usable, edges]})
+    assert [(p.name, p.latitude, p.longitude, p.admin1, p.country, p.country_code) for p in places] == [
+        ("Oslo", 59.9, 10.7, None, None, "NO"),
+        ("Pole", -90, 180, None, None, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda body: body.pop("current"),
+        lambda body: body.pop("current_units"),
+        lambda body: body.update(current=[]),
+        lambda body: body["current"].pop("time"),
+        lambda body: body["current"].update(time="  "),
+        lambda body: body["current"].pop("weather_code"),
+        lambda body: body["current"].update(weather_code="3"),
+        lambda body: body["current"].update(temperature_2m=None),
+        lambda body: body["current"].update(temperature_2m=float("inf")),
+        lambda body: body["current_units"].pop("wind_speed_10m"),
+        lambda body: body["current_units"].update(wind_speed_10m="mp/h"),
+        lambda body: body["current_units"].update(relative_humidity_2m=" "),
+    ],
+)
+def test_a_forecast_missing_what_the_report_needs_is_refused(change) -> None:
+    body = {
+        "timezone": "Europe/Oslo",
+        "current_units": {
+            "temperature_2m": "°C",
+            "apparent_temperature": "°C",
+            "relative_humidity_2m": "%",
+            "wind_speed_10m": "km/h",
+        },
+        "current": {
+            "time": "2026-11-29T19:45",
+            "temperature_2m": -3.2,
+            "apparent_temperature": -8.0,
+            "relative_humidity_2m": 73,
+            "weather_code": 73.0,
+            "wind_speed_10m": 18.0,
+            "wind_direction_10m": 20,
+        },
+    }
+    conditions = parse_conditions(body)
+    assert (conditions.weather_code, conditions.timezone, conditions.wind_direction) == (73, "Europe/Oslo", "N")
+    assert conditions.values == {"temperature_c": -3.2, "feels_like_c": -8.0, "humidity_pct": 73, "wind_kph": 18.0}
+    change(body)
+    with pytest.raises(ValueError):
+        parse_conditions(body)
+    with pytest.raises(ValueError):
+        parse_conditions([body])
+
+
+def test_a_forecast_without_wind_direction_or_timezone_leaves_them_out() -> None:
+    body = {
+        "current_units": {"temperature_2m": "°C"},
+        "current": {"time": "2026-11-29T18:45", "temperature_2m": 1.5, "weather_code": 0, "wind_direction_10m": "N"},
+    }
+    conditions = parse_conditions(body)
+    assert (conditions.timezone, conditions.wind_direction, conditions.units) == (None, None, {"temperature_c": "°C"})
+
+
+def _springfields() -> list:
+    from tests.fake_open_meteo import default_places
+
+    template = default_places()[-1]  # Tokyo's weather, anywhere
+    states = ["Illinois", "Missouri", "Massachusetts", "Oregon", "Ohio"]
+    return [
+        dataclasses.replace(
+            template,
+            id=i,
+            name="Springfield",
+            country_code="US",
+            country="United States",
+            admin1=state,
+            latitude=30.0 + i,
+            longitude=-90.0 - i,
+            population=100_000 - i,
+        )
+        for i, state in enumerate(states)
+    ]
+
+
+async def test_the_other_places_of_that_name_are_capped_at_three() -> None:
+    with FakeOpenMeteo(_springfields()) as fake:
+        report = await provider_for(fake).current("Springfield")
+        assert report.location == "Springfield, Illinois, United States"
+        assert report.other_matches == (
+            "Springfield, Missouri, United States",
+            "Springfield, Massachusetts, United States",
+            "Springfield, Oregon, United States",
+        )
+        with pytest.raises(WeatherError) as caught:
+            await provider_for(fake).current("Springfield, Texas")
+        assert str(caught.value) == (
+            "No place named 'Springfield' was found in 'Texas'. Places with that name: "
+            "Springfield, Illinois, United States; Springfield, Missouri, United States; "
+            "Springfield, Massachusetts, United States."
+        )
