@@ -557,3 +557,126 @@ async def test_the_other_places_of_that_name_are_capped_at_three() -> None:
             "Springfield, Illinois, United States; Springfield, Missouri, United States; "
             "Springfield, Massachusetts, United States."
         )
+
+
+# ------------------------------------------------------------------------------------------ the HTTP client
+
+
+async def test_requests_say_who_asks_and_what_they_accept(fake: FakeOpenMeteo) -> None:
+    await provider_for(fake).current("Oslo")
+    for request in fake.requests:
+        assert request.headers["user-agent"] == "agent-framework-functions-streaming (get_weather)"
+        assert request.headers["accept"] == "application/json"
+
+
+async def test_a_redirect_is_not_followed(fake: FakeOpenMeteo) -> None:
+    """The configured base URLs are the only places asked: a redirect is an answer the app refuses."""
+    fake.fail("search", "redirect")
+    with pytest.raises(WeatherError) as caught:
+        await provider_for(fake).current("Oslo")
+    assert str(caught.value) == f"{SERVICE} rejected the request for 'Oslo' (HTTP 302)."
+    assert fake.calls("search") == 1
+
+
+async def test_one_client_per_event_loop_and_a_closed_one_is_replaced() -> None:
+    from tools.open_meteo import http_client
+
+    client = http_client()
+    assert http_client() is client
+    await client.aclose()
+    fresh = http_client()
+    assert fresh is not client and not fresh.is_closed and http_client() is fresh
+
+
+class _Scripted:
+    """Stands in for the shared HTTP client: raises or answers from a script, and records each call's timeout."""
+
+    def __init__(self, *script: object) -> None:
+        self.script = list(script)
+        self.timeouts: list = []
+
+    async def get(self, url: str, *, params: object, timeout: object) -> object:
+        import httpx2
+
+        self.timeouts.append(timeout)
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return httpx2.Response(step, json={}, request=httpx2.Request("GET", url))
+
+
+@pytest.mark.parametrize(
+    ("script", "message", "calls", "pauses"),
+    [
+        ("connect_timeout", None, 2, [0.2]),  # a connection that did not open is tried once more
+        ("connect_timeout connect_timeout", "did not answer within 2.5 seconds", 2, [0.2]),
+        ("read_timeout", "did not answer within 2.5 seconds", 1, []),  # the time is spent: no retry
+        ("connect_error", None, 2, [0.2]),
+        ("connect_error connect_error", "cannot be reached right now", 2, [0.2]),
+        ("503", None, 2, [0.2]),
+        ("502 503", "is unavailable right now (HTTP 503)", 2, [0.2]),
+        ("500 429", "is rate limiting requests", 2, [0.2]),
+        ("429", "is rate limiting requests", 1, []),
+        ("404", "rejected the request for 'Oslo' (HTTP 404)", 1, []),
+        ("499", "rejected the request for 'Oslo' (HTTP 499)", 1, []),
+    ],
+)
+async def test_what_is_retried_and_what_is_not(
+    monkeypatch: pytest.MonkeyPatch, script: str, message: str | None, calls: int, pauses: list
+) -> None:
+    import httpx2
+
+    import tools.open_meteo as open_meteo
+
+    request = httpx2.Request("GET", "http://127.0.0.1/")
+    steps = {
+        "connect_timeout": lambda: httpx2.ConnectTimeout("connect", request=request),
+        "read_timeout": lambda: httpx2.ReadTimeout("read", request=request),
+        "connect_error": lambda: httpx2.ConnectError("refused", request=request),
+    }
+    client = _Scripted(*(steps[s]() if s in steps else int(s) for s in script.split()), 200)
+    slept: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+
+    monkeypatch.setattr(open_meteo, "http_client", lambda: client)
+    monkeypatch.setattr(open_meteo.anyio, "sleep", sleep)
+    provider = OpenMeteoProvider(
+        geocoding_url="http://127.0.0.1:9/geo", weather_url="http://127.0.0.1:9/wx", timeout_s=2.5
+    )
+    if message is None:
+        assert await provider._get_json("http://127.0.0.1:9/geo/search", {}, "Oslo") == {}
+    else:
+        with pytest.raises(WeatherError) as caught:
+            await provider._get_json("http://127.0.0.1:9/geo/search", {}, "Oslo")
+        assert str(caught.value).startswith(f"{SERVICE} {message}"), str(caught.value)
+    assert (len(client.timeouts), slept) == (calls, pauses)
+
+
+@pytest.mark.parametrize(("timeout_s", "connect"), [(2.5, 2.5), (3.0, 3.0), (10.0, 3.0)])
+async def test_each_call_gets_the_configured_time_and_at_most_3_s_to_connect(
+    monkeypatch: pytest.MonkeyPatch, timeout_s: float, connect: float
+) -> None:
+    import tools.open_meteo as open_meteo
+
+    client = _Scripted(200)
+    monkeypatch.setattr(open_meteo, "http_client", lambda: client)
+    provider = OpenMeteoProvider(
+        geocoding_url="http://127.0.0.1:9/g", weather_url="http://127.0.0.1:9/w", timeout_s=timeout_s
+    )
+    await provider._get_json("http://127.0.0.1:9/g/search", {}, "Oslo")
+    (timeout,) = client.timeouts
+    assert (timeout.connect, timeout.read, timeout.write, timeout.pool) == (connect, timeout_s, timeout_s, timeout_s)
+
+
+def test_the_provider_is_built_from_the_weather_settings() -> None:
+    settings = WeatherSettings("open-meteo", "http://127.0.0.1:9/geo/v1", "http://127.0.0.1:9/wx/v1", 42.0, 2.5)
+    provider = weather_provider("offline", settings)
+    assert isinstance(provider, OpenMeteoProvider)
+    assert (provider.geocoding_url, provider.weather_url, provider.timeout_s) == (
+        "http://127.0.0.1:9/geo/v1",
+        "http://127.0.0.1:9/wx/v1",
+        2.5,
+    )
+    assert provider._places.ttl_s == provider._conditions.ttl_s == 42.0
