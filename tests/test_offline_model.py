@@ -594,3 +594,61 @@ async def test_it_streams_word_by_word_at_its_pace(monkeypatch: pytest.MonkeyPat
     )
     assert _calls(response) == [("get_weather", {"location": "Oslo"})] and pauses == [0.25]
     assert OfflineChatClient(delay=-1).delay == 0, "a negative pace is no pace"
+
+
+async def test_any_named_client_tool_is_called_not_only_the_first_offered() -> None:
+    response = await _respond("open_map please", tools=("get_weather", "show_notice", "open_map"))
+    assert _calls(response) == [("open_map", {})]
+
+
+async def test_the_arguments_however_far_after_the_name_are_not_read_as_places() -> None:
+    response = await _respond('show_notice     {"text": "Go to Oslo"}', tools=("get_weather", "show_notice"))
+    assert _calls(response) == [("show_notice", {"text": "Go to Oslo"})]
+
+
+async def test_an_empty_answer_a_nameless_call_and_a_failure_without_a_reason() -> None:
+    from agent_framework import Message
+
+    calls = Message(
+        role="assistant",
+        contents=[
+            _call("n", "show_notice", {}),
+            _call("w", "get_weather", {"location": "Oslo"}),
+            _call("x", "", {}),
+        ],
+    )
+    results = Message(role="tool", contents=[_result("n", ""), _result("w", None, "boom"), _result("x", "hidden")])
+    response = await _respond("Oslo", calls, results, tools=("get_weather", "show_notice"))
+    assert response.text == (
+        "Here is the current weather.  (Offline sample data, not a forecast.) "
+        "I could not get the weather for Oslo. Your app's show_notice tool answered:"
+    )
+
+
+async def test_each_response_has_its_own_id_and_speaks_as_the_assistant() -> None:
+    first, second = await _respond("one"), await _respond("Weather in Oslo", tools=("get_weather",))
+    assert first.response_id.startswith("offline-") and second.response_id.startswith("offline-")
+    assert first.response_id != second.response_id
+    assert [m.role for m in first.messages + second.messages] == ["assistant", "assistant"]
+    from agent_framework import Message
+
+    stream = OfflineChatClient(delay=0).get_response([Message(role="user", contents=["hi"])], stream=True)
+    updates = [u async for u in stream]
+    assert any(c.type == "usage" for c in updates[-1].contents)
+    assert len({u.response_id for u in updates}) == 1 and updates[0].response_id.startswith("offline-"), (
+        "every update of a response, its usage too, carries the response's id"
+    )
+
+
+def test_the_poem_for_three_places_and_for_one_without_wind() -> None:
+    assert OfflineChatClient._write(
+        "a poem", _tool_turn({"location": "Lima"}, {"location": "Cairo"}, {"location": "Oslo"})
+    ) == (
+        "In Lima it is quiet, ? degrees in the air;\n"
+        "in Cairo, Oslo the sky has its own affair;\n"
+        "the wind keeps time at its own pace,\n"
+        "and the day goes on with care."
+    )
+    assert OfflineChatClient._write("a poem", _tool_turn({"location": "Lima", "temperature_c": 20})).split("\n")[1] == (
+        "the wind goes by at ? km/h, light as a prayer;"
+    )

@@ -417,6 +417,7 @@ MAINE = {"admin1": "Maine", "admin2": "Cumberland", "country": "United States", 
         ("NY", {"admin1": None, "country_code": "US"}, False),
         ("US", {}, False),  # nothing known about the place: nothing matches
         ("Maine", {}, False),
+        ("xxxx", {}, False),  # a field the place lacks matches no hint, whatever it is spelled
     ],
 )
 def test_a_hint_names_a_region_country_code_or_us_state(hint: str, fields: dict, matches: bool) -> None:
@@ -680,3 +681,29 @@ def test_the_provider_is_built_from_the_weather_settings() -> None:
         2.5,
     )
     assert provider._places.ttl_s == provider._conditions.ttl_s == 42.0
+
+
+@pytest.mark.parametrize(
+    ("asked", "message"),
+    [
+        ("Atlantis, FR", "No place named 'Atlantis' was found. Check the spelling, or name a nearby city."),
+        (
+            "Portland, Narnia, Middle Earth",
+            "No place named 'Portland' was found in 'Narnia, Middle Earth'. "
+            "Places with that name: Portland, Oregon, United States; Portland, Maine, United States.",
+        ),
+    ],
+)
+async def test_what_the_model_hears_when_no_place_matches(fake: FakeOpenMeteo, asked: str, message: str) -> None:
+    with pytest.raises(WeatherError) as caught:
+        await provider_for(fake).current(asked)
+    assert str(caught.value) == message
+
+
+def test_make_weather_tool_loads_on_first_use_and_nothing_else_does() -> None:
+    import tools
+    import tools.tool
+
+    assert tools.make_weather_tool is tools.tool.make_weather_tool
+    with pytest.raises(AttributeError, match=r"^module 'tools' has no attribute 'make_rain'$"):
+        tools.make_rain  # noqa: B018
