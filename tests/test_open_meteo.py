@@ -671,7 +671,10 @@ async def test_each_call_gets_the_configured_time_and_at_most_3_s_to_connect(
     assert (timeout.connect, timeout.read, timeout.write, timeout.pool) == (connect, timeout_s, timeout_s, timeout_s)
 
 
-def test_the_provider_is_built_from_the_weather_settings() -> None:
+def test_the_provider_is_built_from_the_weather_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tools.providers
+
+    monkeypatch.setattr(tools.providers, "_open_meteo", {})  # built here, not found from an earlier run
     settings = WeatherSettings("open-meteo", "http://127.0.0.1:9/geo/v1", "http://127.0.0.1:9/wx/v1", 42.0, 2.5)
     provider = weather_provider("offline", settings)
     assert isinstance(provider, OpenMeteoProvider)
