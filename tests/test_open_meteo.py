@@ -287,8 +287,12 @@ async def test_lookup_turns_anything_unexpected_into_a_safe_message() -> None:
     with pytest.raises(WeatherError) as caught:
         await lookup(Exploding(), "Oslo")
     assert str(caught.value) == "The weather lookup failed unexpectedly. Try again later."
-    with pytest.raises(WeatherError, match=r"^The weather lookup for 'Oslo' took longer than 0.1 seconds"):
+    with pytest.raises(WeatherError) as caught:
         await lookup(Slow(), "Oslo", timeout_s=0.1)
+    assert str(caught.value) == (
+        "The weather lookup for 'Oslo' took longer than 0.1 seconds and was abandoned. "
+        "The weather service may be slow; try again later."
+    )
     assert (await lookup(OfflineWeatherProvider(), "Oslo"))["source"] == "offline sample data"
 
 
@@ -710,3 +714,29 @@ def test_make_weather_tool_loads_on_first_use_and_nothing_else_does() -> None:
     assert tools.make_weather_tool is tools.tool.make_weather_tool
     with pytest.raises(AttributeError, match=r"^module 'tools' has no attribute 'make_rain'$"):
         tools.make_rain  # noqa: B018
+
+
+async def test_places_at_the_same_spot_share_their_conditions_and_others_do_not() -> None:
+    """Conditions are cached per spot (coordinates to four decimals, about 10 m), not per name."""
+    from tests.fake_open_meteo import default_places
+
+    tokyo = default_places()[-1]
+
+    def spot(id_: int, name: str, latitude: float, longitude: float, temperature: float):
+        weather = {**tokyo.weather, "temperature_2m": temperature}
+        return dataclasses.replace(tokyo, id=id_, name=name, latitude=latitude, longitude=longitude, weather=weather)
+
+    spots = [
+        spot(1, "North", 40.0, 20.0, 12.9),
+        spot(2, "South", -40.0, 20.0, 25.0),
+        spot(3, "East", 40.0, 21.0, 5.0),
+        spot(4, "Northfield", 40.3, 20.0, 1.0),
+        spot(5, "Westfield", 40.0, 20.3, 2.0),
+        spot(6, "Northgate", 40.00003, 20.00003, 99.0),  # asked about on its own, it would be 99
+    ]
+    names = ["North", "South", "East", "Northfield", "Westfield", "Northgate"]
+    with FakeOpenMeteo(spots) as fake:
+        provider = provider_for(fake)
+        reports = [await provider.current(name) for name in names]
+        assert [r.temperature_c for r in reports] == [12.9, 25.0, 5.0, 1.0, 2.0, 12.9]
+        assert fake.calls("forecast") == 5, "North and Northgate are one spot, asked about once"
