@@ -123,7 +123,7 @@ def _tool_answers(messages: Sequence[Message], skip: str) -> list[tuple[str, str
             if content.type == "function_call" and content.call_id:
                 names[content.call_id] = content.name or ""
             elif content.type == "function_result":
-                name = names.get(content.call_id or "", "")
+                name = names.get(content.call_id)  # only calls with an id are recorded
                 if name and name != skip:
                     result = content.result if isinstance(content.result, str) else json.dumps(content.result)
                     answers.append((name, content.exception or result or ""))
@@ -181,7 +181,7 @@ def _failed_places(messages: Sequence[Message]) -> list[str]:
             elif content.type == "function_result" and content.exception is not None:
                 if content.call_id in others:
                     continue
-                place = asked.get(content.call_id or "", "one place")
+                place = asked.get(content.call_id, "one place")
                 reason = _GENERIC_FAILURE.sub("", str(content.result or "")).strip()
                 failed.append(f"{place} ({reason})" if reason else place)
     return failed
