@@ -77,6 +77,7 @@ async def test_report_names_the_place_and_states_the_weather_with_its_units(fake
         ("Portland", "Portland, Oregon, United States", 9.8),
         ("Portland, Maine", "Portland, Maine, United States", -2.6),
         ("Portland, ME", "Portland, Maine, United States", -2.6),
+        ("Portland, Cumberland", "Portland, Maine, United States", -2.6),  # the county
         ("portland,  maine , usa", "Portland, Maine, United States", -2.6),
         ("Paris, FR", "Paris, Île-de-France, France", 7.3),
         ("Paris, France", "Paris, Île-de-France, France", 7.3),
@@ -249,6 +250,7 @@ def test_wmo_codes_and_compass() -> None:
     ]
     assert describe(42) == "unknown (WMO code 42)"
     assert [compass(d) for d in (0, 44, 46, 180, 337.4, 337.6, 360)] == ["N", "NE", "NE", "S", "NW", "N", "N"]
+    assert compass(382.6) == compass(22.6) == "NE" and compass(-22.6) == compass(337.4) == "NW", "directions wrap"
 
 
 def test_ttl_cache_is_bounded_and_expires() -> None:
@@ -462,11 +464,12 @@ def test_geocoding_answers_that_are_not_the_documented_shape() -> None:
         {"name": 7, "latitude": 1.0, "longitude": 1.0},
         "Oslo",
     ]
-    edges = {"name": "Pole", "latitude": -90, "longitude": 180}
-    places = parse_places({"results": [*unusable, usable, edges]})
+    edges = [{"name": "South", "latitude": -90, "longitude": 180}, {"name": "North", "latitude": 90, "longitude": -180}]
+    places = parse_places({"results": [*unusable, usable, *edges]})
     assert [(p.name, p.latitude, p.longitude, p.admin1, p.country, p.country_code) for p in places] == [
         ("Oslo", 59.9, 10.7, None, None, "NO"),
-        ("Pole", -90, 180, None, None, None),
+        ("South", -90, 180, None, None, None),
+        ("North", 90, -180, None, None, None),
     ]
 
 
