@@ -264,7 +264,19 @@ def test_ttl_cache_is_bounded_and_expires() -> None:
     assert cache.get("b") is None
     off: TTLCache[int] = TTLCache(0)
     off.put("a", 1)
-    assert off.get("a") is None
+    assert off.get("a") is None and len(off) == 0, "ttl 0 keeps nothing, not even to expire it later"
+    brief: TTLCache[int] = TTLCache(0.5, clock=lambda: now[0])
+    brief.put("a", 1)
+    assert brief.get("a") == 1
+
+
+def test_putting_a_key_again_makes_it_the_newest() -> None:
+    cache: TTLCache[int] = TTLCache(10, max_entries=2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    cache.put("a", 3)
+    cache.put("c", 4)  # one too many: the oldest, now "b", goes
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (3, None, 4)
 
 
 # ------------------------------------------------------------------------------------------ the tool's wrapper
