@@ -652,3 +652,80 @@ def test_the_poem_for_three_places_and_for_one_without_wind() -> None:
     assert OfflineChatClient._write("a poem", _tool_turn({"location": "Lima", "temperature_c": 20})).split("\n")[1] == (
         "the wind goes by at ? km/h, light as a prayer;"
     )
+
+
+def test_a_place_starting_or_ending_with_x_keeps_its_letters() -> None:
+    assert find_places("Weather in Xiamen and Halifax or XX") == ["Xiamen", "Halifax", "XX"]
+
+
+async def test_with_no_user_message_it_asks_rather_than_reading_other_turns() -> None:
+    from agent_framework import Message
+
+    system = Message(role="system", contents=["You report the weather in Oslo."])
+    response = await _respond(system, tools=("get_weather",))
+    assert _calls(response) == []
+    assert response.text.startswith("Which place would you like the weather for?")
+
+
+async def test_with_no_user_message_the_whole_conversation_is_the_turn() -> None:
+    from agent_framework import Message
+
+    calls = Message(role="assistant", contents=[_call("w", "get_weather", {"location": "Oslo"})])
+    failed = Message(role="tool", contents=[_result("w", "Error: Function failed.", "boom")])
+    response = await _respond(calls, failed, tools=("get_weather",))
+    assert response.text == "Here is the current weather.  (Offline sample data, not a forecast.) " + (
+        "I could not get the weather for Oslo."
+    )
+
+
+async def test_tools_other_than_functions_and_the_weather_tool_s_own_name_are_not_client_tools() -> None:
+    """A provider's tool spec (a mapping, no name) is offered too; and naming ``get_weather``
+    in the message is not a second, argument-less call."""
+    from agent_framework import Message
+
+    hosted = {"type": "web_search"}
+    response = await OfflineChatClient(delay=0).get_response(
+        [Message(role="user", contents=["please use get_weather for Oslo"])],
+        options={"tools": [*_declared("get_weather", "show_notice"), hosted]},
+    )
+    assert _calls(response) == [("get_weather", {"location": "Oslo"})]
+
+
+async def test_an_assistant_remark_in_the_turn_is_not_an_answer() -> None:
+    from agent_framework import Message
+
+    remark = Message(role="assistant", contents=["Let me look that up."])
+    response = await _respond("Weather in Oslo?", remark, tools=("get_weather",))
+    assert _calls(response) == [("get_weather", {"location": "Oslo"})]
+
+
+async def test_call_ids_stay_distinct_with_several_client_tools_and_each_call_counts_eight_tokens() -> None:
+    from agent_framework import Message
+
+    tools = _declared("get_weather", "show_notice", "open_map")
+    stream = OfflineChatClient(delay=0).get_response(
+        [Message(role="user", contents=["Oslo: show_notice and open_map"])], stream=True, options={"tools": tools}
+    )
+    # The framework's function layer repeats the calls it hands back in an update of its own, with no id.
+    updates = [u async for u in stream if u.finish_reason or any(c.type == "usage" for c in u.contents)]
+    calls = {c.call_id: c.name for u in updates for c in u.contents if c.type == "function_call"}
+    assert sorted(calls.values()) == ["get_weather", "open_map", "show_notice"], "three calls, three ids"
+    assert len({u.response_id for u in updates}) == 1 and updates[0].response_id.startswith("offline-")
+    usage = next(c.usage_details for u in updates for c in u.contents if c.type == "usage")
+    assert usage["output_token_count"] == 3 * 8, "a call counts as eight tokens of output"
+
+
+async def test_the_answer_from_several_reports_names_each() -> None:
+    import json
+
+    from agent_framework import Message
+
+    oslo = {"location": "Oslo", "conditions": "windy", "temperature_c": 5, "wind_kph": 12}
+    lima = {"location": "Lima", "conditions": "sunny", "temperature_c": 20, "wind_kph": 3}
+    calls = Message(role="assistant", contents=[_call("a", "get_weather", {}), _call("b", "get_weather", {})])
+    results = Message(role="tool", contents=[_result("a", json.dumps(oslo)), _result("b", json.dumps(lima))])
+    response = await _respond("Oslo and Lima", calls, results, tools=("get_weather",))
+    assert response.text == (
+        "Here is the current weather. Oslo: windy, 5 °C, wind 12 km/h. Lima: sunny, 20 °C, wind 3 km/h. "
+        "(Offline sample data, not a forecast.)"
+    )

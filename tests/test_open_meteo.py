@@ -755,3 +755,15 @@ async def test_places_at_the_same_spot_share_their_conditions_and_others_do_not(
         reports = [await provider.current(name) for name in names]
         assert [r.temperature_c for r in reports] == [12.9, 25.0, 5.0, 1.0, 2.0, 12.9]
         assert fake.calls("forecast") == 5, "North and Northgate are one spot, asked about once"
+
+
+def test_the_cache_keeps_256_places_by_default() -> None:
+    cache: TTLCache[int] = TTLCache(60)
+    for i in range(257):
+        cache.put(i, i)
+    assert len(cache) == 256 and cache.get(0) is None and cache.get(1) == 1
+
+
+async def test_base_urls_may_end_with_a_slash(fake: FakeOpenMeteo) -> None:
+    provider = OpenMeteoProvider(geocoding_url=fake.geocoding_url + "/", weather_url=fake.weather_url + "//")
+    assert (await provider.current("Oslo")).temperature_c == -3.2
