@@ -264,7 +264,8 @@ def test_ttl_cache_is_bounded_and_expires() -> None:
     assert cache.get("b") is None
     off: TTLCache[int] = TTLCache(0)
     off.put("a", 1)
-    assert off.get("a") is None and len(off) == 0, "ttl 0 keeps nothing, not even to expire it later"
+    assert len(off) == 0, "ttl 0 keeps nothing, not even to expire it later"
+    assert off.get("a") is None
     brief: TTLCache[int] = TTLCache(0.5, clock=lambda: now[0])
     brief.put("a", 1)
     assert brief.get("a") == 1
