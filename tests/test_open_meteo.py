@@ -768,3 +768,12 @@ def test_the_cache_keeps_256_places_by_default() -> None:
 async def test_base_urls_may_end_with_a_slash(fake: FakeOpenMeteo) -> None:
     provider = OpenMeteoProvider(geocoding_url=fake.geocoding_url + "/", weather_url=fake.weather_url + "//")
     assert (await provider.current("Oslo")).temperature_c == -3.2
+
+
+async def test_the_shared_client_holds_at_most_20_connections_to_the_service() -> None:
+    """However many lookups run at once, the process opens at most 20 sockets to Open-Meteo and keeps
+    10 of them alive for 30 s (read from the pool itself: nothing in a lookup's answer shows it)."""
+    from tools.open_meteo import http_client
+
+    pool = http_client()._transport._pool
+    assert (pool._max_connections, pool._max_keepalive_connections, pool._keepalive_expiry) == (20, 10, 30)
