@@ -73,7 +73,7 @@ async def test_heartbeat_while_nothing_else_is_sent() -> None:
         rb'data: {"provider":"offline","model":"m","usage":null,"elapsed_ms":0,"finish_reason":"stop"}\n\n',
         wire,
     )
-    assert bodies[-1] == b""
+    assert b"event: done" in bodies[-1]  # the terminal event ends the body
 
 
 async def test_no_heartbeat_for_formats_without_one() -> None:
@@ -362,3 +362,62 @@ async def test_a_source_whose_close_hangs_does_not_hold_the_run() -> None:
     ended, _ = await asyncio.wait({response.run.task}, timeout=10)
     assert ended, "the run's close is bounded, whatever the source does"
     assert not stream.closed.is_set()
+
+
+async def test_a_cancellation_from_outside_goes_on_and_still_ends_the_run() -> None:
+    """The server stopping cancels the response's task: unlike a disconnect
+    (which the response absorbs and ends quietly), that cancellation must
+    reach the server, and the run must still be cancelled and closed."""
+    stream = ModelStream()
+    response = EventStreamResponse(stream, heartbeat_s=10)
+    task = asyncio.create_task(response(SCOPE, never_disconnects(), _ignore))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    try:
+        await asyncio.wait_for(task, 10)
+    except asyncio.CancelledError:
+        cancelled = True
+    else:
+        cancelled = False
+    assert cancelled, "the response swallowed a cancellation that was not its own"
+    assert response.run.ended and stream.closed.is_set()
+
+
+async def test_two_reasons_to_stop_in_one_turn_end_the_stream_once_and_quietly() -> None:
+    """The disconnect listener and the watcher may both stop the stream in
+    the same turn of the loop: the response still ends quietly (its own
+    cancellation absorbed once), not as a cancelled task."""
+    stream = ModelStream()
+    response = EventStreamResponse(stream, heartbeat_s=10)
+    task = asyncio.create_task(response(SCOPE, never_disconnects(), _ignore))
+    await asyncio.sleep(0.05)
+    response._stop(task)  # the client left...
+    response._stop(task)  # ...and its last write stalled, in the same turn
+    await asyncio.wait_for(task, 10)
+    assert not task.cancelled() and stream.closed.is_set()
+
+
+async def _ignore(message) -> None:
+    pass
+
+
+async def test_the_last_events_and_the_end_of_the_body_share_one_write() -> None:
+    """A run's terminal event goes out with ``more_body=False`` (one socket
+    write for both under uvicorn), and nothing is sent after it."""
+
+    async def answer():
+        yield TextDelta("a", "x")
+        await asyncio.sleep(0.01)
+        yield TextDelta("b", "x")
+        yield Done("offline", "m")
+
+    bodies = []
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            bodies.append((message["body"], message.get("more_body", False)))
+
+    await EventStreamResponse(answer(), encoder=SSEEncoder())(SCOPE, never_disconnects(), send)
+    last, more = bodies[-1]
+    assert more is False and b"event: done" in last
+    assert all(more for _, more in bodies[:-1]) and all(body for body, _ in bodies)
