@@ -306,17 +306,26 @@ async def test_count_readers_asks_redis_now(stores: Make, redis: Any) -> None:
     assert await redis.zrange(readers, 0, -1) == ["b:1"]
 
 
-async def test_a_trimmed_local_log_publishes_what_it_still_has_under_its_own_numbers(stores: Make, redis: Any) -> None:
+async def test_a_run_over_its_cap_keeps_what_redis_has_not_stored_so_redis_has_every_event(
+    stores: Make, redis: Any
+) -> None:
+    """Events taken faster than the publisher writes them, past the byte
+    cap: the local log keeps them until they are stored (a gap in Redis
+    would hand another instance's readers the wrong events), and trims
+    once they are."""
     store = stores(max_run_bytes=2000)
     run, script = await started(store)
     words = [TextDelta(f"word {i:03d} " * 5, "weather") for i in range(40)]
-    script.send(*words)  # taken in one go: trimmed before the publisher runs
+    script.send(*words)  # taken in one go, before the publisher runs
     await until(lambda: run.stored_seq == 40, "all stored")
-    assert run.base > 0
     entries = await stored_events(redis, run.token)
-    assert entries[0][0] == f"0-{run.base + 1}"
-    assert entries[-1] == ("0-40", words[-1])
-    assert [e for _, e in entries] == words[run.base : run.base + len(entries)]
+    assert [entry_id for entry_id, _ in entries] == [f"0-{n}" for n in range(1, 41)]
+    assert [e for _, e in entries] == words
+    more = TextDelta("word 040 " * 5, "weather")
+    script.send(more)
+    await until(lambda: run.last_seq == 41, "taken")
+    assert run.base > 0 and run.bytes <= 2000, "stored events are trimmed again"
+    assert run.events[-1] == more
 
 
 async def test_redis_down_at_start_refuses_the_run_and_keeps_nothing(stores: Make) -> None:
