@@ -81,7 +81,7 @@ async def drive(
         terminal = Error("internal_error", "The run ended unexpectedly.")
         emit(terminal)
     except TimeoutError:  # the deadline: the runner's own errors are handled above
-        logger.warning("run %s passed its %.0f s deadline", run_id, deadline_s)
+        logger.warning("run %s passed its %g s deadline", run_id, deadline_s)
         terminal = Error("timeout", f"The run did not finish within {deadline_s:g} seconds.")
         emit(terminal)
     finally:

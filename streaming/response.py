@@ -27,6 +27,7 @@ sends only what lies after that position:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -141,6 +142,8 @@ class EventStreamResponse(StreamingResponse):
             loop.create_task(self._listen_for_disconnect(receive, task)),
             loop.create_task(self._watch(task)),
         )
+        for helper in helpers:
+            helper.add_done_callback(functools.partial(self._helper_ended, task))
         try:
             await self._stream(send)
         except TimeoutError:
@@ -158,6 +161,20 @@ class EventStreamResponse(StreamingResponse):
                 await detaching  # an ended run has nothing to wait for: it returns at once
             else:  # the run may be cancelled now: wait for it even if this task is cancelled meanwhile
                 await finish(detaching, 2 * CLOSE_TIMEOUT_S)
+
+    def _helper_ended(self, task: asyncio.Task[None], helper: asyncio.Task[None]) -> None:
+        """A helper that fails (the server's ``receive`` raising, a bug)
+        ends the stream, logged: without it, nothing would notice the client
+        leave or stop reading."""
+        if helper.cancelled() or helper.exception() is None:
+            return
+        logger.error(
+            "run %s: the response's %s failed; ending the stream",
+            self.run_id,
+            helper.get_coro().__name__,  # type: ignore[union-attr]
+            exc_info=helper.exception(),
+        )
+        self._stop(task)
 
     def _stop(self, task: asyncio.Task[None]) -> None:
         """End the stream (a helper's call): cancel the task writing it, once."""

@@ -4,6 +4,7 @@ readers, coalescing. Independent of what the server reports as its spec."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 
 from streaming import response
@@ -663,3 +664,20 @@ async def test_keep_alives_go_on_after_a_write_that_waited_out_a_coalescing_wind
     await asyncio.wait_for(response(SCOPE, never_disconnects(), send), 5)
     after_text = bodies[next(i for i, body in enumerate(bodies) if b'"text":"a"' in body) + 1 :]
     assert after_text.count(b": ping\n\n") >= 2, bodies
+
+
+async def test_a_disconnect_listener_that_fails_ends_the_stream_and_is_logged(caplog) -> None:
+    """If the server's ``receive`` raises, nothing would notice the client
+    leave: the stream ends (the run is cancelled), logged with the run id."""
+
+    async def receive():
+        await asyncio.sleep(0.02)
+        raise RuntimeError("receive broke")
+
+    stream = ModelStream()
+    response = EventStreamResponse(stream, heartbeat_s=10, run_id="run-7")
+    with caplog.at_level(logging.ERROR, logger="streaming.response"):
+        await asyncio.wait_for(response(SCOPE, receive, _ignore), 5)
+    assert stream.closed.is_set() and response.run.ended
+    assert "run run-7: the response's _listen_for_disconnect failed; ending the stream" in caplog.text
+    assert "receive broke" in caplog.text
