@@ -52,6 +52,7 @@ APP_PATHS = {"agent": "/api/agent/stream", "workflow": "/api/workflow/stream"}
 SEED_PATHS = {"agent": SEED_AGENT_PATH, "workflow": SEED_WORKFLOW_PATH}
 TEXT_MARK = b'data: {"text"'  # a text event, in the app's SSE and in the seeds' (whose JSON has a space)
 DONE_MARK = b"event: done"
+LAST_CHUNK = b"\r\n0\r\n\r\n"  # the end of a chunked body
 PACE_S = 0.05  # 20 tokens/s
 LEVELS = (50, 100, 150, 200, 300)
 SEED_LEVEL = 100  # the seeds' handler is measured at this many streams, beside the app
@@ -76,11 +77,19 @@ class Stream:
 
 
 class _StreamProtocol(asyncio.Protocol):
-    """Sends one request (``Connection: close``) and counts text events in
-    the raw body as it arrives, without parsing JSON: a read costs a few
-    µs, so hundreds of streams do not make the driver the bottleneck."""
+    """Sends a request and counts text events in the raw body as it
+    arrives, without parsing JSON: a read costs a few µs, so hundreds of
+    streams do not make the driver the bottleneck. With ``Connection: close``
+    the response ends with the connection; on a kept-alive connection it
+    ends with the last chunk of its chunked body, and :meth:`send` starts
+    the next request on the same connection."""
 
     def __init__(self, request: bytes, finished: asyncio.Future[None], keep_gaps: bool) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._reset(request, finished, keep_gaps)
+
+    def _reset(self, request: bytes, finished: asyncio.Future[None], keep_gaps: bool) -> None:
         self.request = request
         self.finished = finished
         self.keep_gaps = keep_gaps
@@ -91,7 +100,13 @@ class _StreamProtocol(asyncio.Protocol):
         self.tail = b""
         self.last_token: float | None = None
 
+    def send(self, request: bytes, finished: asyncio.Future[None]) -> None:
+        self._reset(request, finished, False)
+        assert self.transport is not None
+        self.transport.write(request)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
         transport.write(self.request)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
@@ -118,39 +133,78 @@ class _StreamProtocol(asyncio.Protocol):
         if DONE_MARK in chunk:
             self.result.done = True
         self.tail = chunk[-16:]
+        if chunk.endswith(LAST_CHUNK) and not self.finished.done():
+            self.result.total = time.perf_counter() - self.start
+            self.finished.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.result.total = time.perf_counter() - self.start
+        self.closed = True
+        self.result.total = self.result.total or time.perf_counter() - self.start
         if exc is not None:
             self.result.error = f"{type(exc).__name__}: {exc}"
         if not self.finished.done():
             self.finished.set_result(None)
 
 
-async def stream(port: int, path: str, message: str, *, keep_gaps: bool = False, timeout: float = 120.0) -> Stream:
-    """POST ``{"message": ...}`` to ``path`` and read the stream to its end."""
+def _request(port: int, path: str, message: str, *, close: bool) -> bytes:
     body = json.dumps({"message": message}).encode()
-    request = (
+    connection = "Connection: close\r\n" if close else ""
+    return (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\n{connection}\r\n"
     ).encode() + body
-    loop = asyncio.get_running_loop()
-    finished: asyncio.Future[None] = loop.create_future()
-    try:
-        transport, protocol = await loop.create_connection(
-            lambda: _StreamProtocol(request, finished, keep_gaps), "127.0.0.1", port
-        )
-    except OSError as exc:
-        return Stream(error=f"connect: {exc}")
+
+
+async def _finish(protocol: _StreamProtocol, finished: asyncio.Future[None], timeout: float) -> Stream:
     try:
         await asyncio.wait_for(finished, timeout)
     except TimeoutError:
-        transport.close()
+        if protocol.transport is not None:
+            protocol.transport.close()
         protocol.result.error = "timed out"
     result = protocol.result
     if result.error is None and result.status != 200:
         result.error = f"HTTP {result.status}"
     return result
+
+
+async def stream(port: int, path: str, message: str, *, keep_gaps: bool = False, timeout: float = 120.0) -> Stream:
+    """POST ``{"message": ...}`` to ``path`` on a connection of its own
+    (``Connection: close``) and read the stream to its end."""
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = loop.create_future()
+    request = _request(port, path, message, close=True)
+    try:
+        _, protocol = await loop.create_connection(
+            lambda: _StreamProtocol(request, finished, keep_gaps), "127.0.0.1", port
+        )
+    except OSError as exc:
+        return Stream(error=f"connect: {exc}")
+    return await _finish(protocol, finished, timeout)
+
+
+class KeptAlive:
+    """Streams one after another on one kept-alive connection, as the
+    Functions host's proxy sends requests to the worker (a pooled
+    ``SocketsHttpHandler``): the worker does not pay a connection per run."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.protocol: _StreamProtocol | None = None
+
+    async def stream(self, path: str, message: str, *, timeout: float = 120.0) -> Stream:
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+        request = _request(self.port, path, message, close=False)
+        protocol = self.protocol
+        if protocol is None or protocol.closed:
+            _, protocol = await loop.create_connection(
+                lambda: _StreamProtocol(request, finished, False), "127.0.0.1", self.port
+            )
+            self.protocol = protocol
+        else:
+            protocol.send(request, finished)
+        return await _finish(protocol, finished, timeout)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,9 +332,19 @@ async def timed_block(run_once: Callable[[], Awaitable[int]], seconds: float, se
     }
 
 
-def http_runner(server: BenchServer, path: str, message: str) -> Callable[[], Awaitable[int]]:
+def http_runner(
+    server: BenchServer, path: str, message: str, *, keep_alive: bool = True
+) -> Callable[[], Awaitable[int]]:
+    """One stream per call: on one kept-alive connection (as in Azure, where
+    the host's proxy pools its connections to the worker), or on a new
+    connection each time (``keep_alive=False``)."""
+    connection = KeptAlive(server.port)
+
     async def run_once() -> int:
-        result = await stream(server.port, path, message)
+        if keep_alive:
+            result = await connection.stream(path, message)
+        else:
+            result = await stream(server.port, path, message)
         if result.error or not result.tokens:
             raise RuntimeError(f"{path}: {result.error or 'no text'}\n{server.logs()[-2000:]}")
         return result.tokens
@@ -289,12 +353,13 @@ def http_runner(server: BenchServer, path: str, message: str) -> Callable[[], Aw
 
 
 async def throughput(kind: str, server: BenchServer, client: Any, rounds: int, seconds: float) -> dict:
-    """One kind (agent, workflow or openai), its three variants interleaved."""
+    """One kind (agent, workflow or openai), its variants interleaved."""
     model_kind = "agent" if kind == "openai" else kind
     variants = {
         "inprocess": inprocess_runner(model_kind, client),
         "http": http_runner(server, APP_PATHS[model_kind], MESSAGES[model_kind]),
         "seed": http_runner(server, SEED_PATHS[model_kind], MESSAGES[model_kind]),
+        "http_close": http_runner(server, APP_PATHS[model_kind], MESSAGES[model_kind], keep_alive=False),
     }
     for run_once in variants.values():  # warm-up: imports, pools, first-call paths
         await run_once()
@@ -322,6 +387,9 @@ async def throughput(kind: str, server: BenchServer, client: Any, rounds: int, s
         "seed_vs_inprocess": summary(ratio("seed", "inprocess"), 3),
         "http_vs_seed": summary(ratio("http", "seed"), 3),
         "http_cpu_us_per_token": summary(series("http", "cpu_us_per_token")),
+        # A new connection per run (what a client without a pool costs the worker):
+        "http_close_vs_inprocess": summary(ratio("http_close", "inprocess"), 3),
+        "http_close_cpu_us_per_token": summary(series("http_close", "cpu_us_per_token")),
         "seed_cpu_us_per_token": summary(series("seed", "cpu_us_per_token")),
         "inprocess_cpu_us_per_token": summary(series("inprocess", "cpu_us_per_token")),
         "wall_tokens_per_s": {v: summary(series(v, "wall_tokens_per_s")) for v in variants},
@@ -530,7 +598,7 @@ def print_table(results: dict[str, Any]) -> None:
     print("\nthroughput, one stream at a time, tokens per CPU-second of the process running the agent:")
     print("median (min-max) over interleaved rounds; wall-clock figures are in the JSON")
     cols = ("inprocess_tokens_per_s", "http_tokens_per_s", "seed_tokens_per_s", "http_vs_inprocess")
-    cols += ("seed_vs_inprocess", "http_vs_seed", "http_cpu_us_per_token")
+    cols += ("seed_vs_inprocess", "http_vs_seed", "http_cpu_us_per_token", "http_close_vs_inprocess")
     for kind, row in results["throughput"].items():
         print(f"  {kind}")
         for col in cols:
@@ -581,7 +649,7 @@ def markdown(results: dict[str, Any]) -> str:
     rows = ["| throughput (tokens per CPU-second) | agent | workflow | openai |", "| --- | --- | --- | --- |"]
     for key in ("inprocess_tokens_per_s", "http_tokens_per_s", "seed_tokens_per_s", "http_vs_inprocess"):
         rows.append(f"| `{key}` | " + " | ".join(m(t[k][key]) for k in ("agent", "workflow", "openai")) + " |")
-    for key in ("seed_vs_inprocess", "http_vs_seed", "http_cpu_us_per_token"):
+    for key in ("seed_vs_inprocess", "http_vs_seed", "http_cpu_us_per_token", "http_close_vs_inprocess"):
         rows.append(f"| `{key}` | " + " | ".join(m(t[k][key]) for k in ("agent", "workflow", "openai")) + " |")
     conc = results["concurrency"]
     rows += ["", "| concurrent agent streams (20 tokens/s) | " + " | ".join(conc["levels"]) + " |"]

@@ -51,7 +51,7 @@ _NOT_PLACES = frozenset(
     """
     a about also an and any are can compare could describe do does tell give hello hi how i i'd i'm is it let
     me my now please research report show summarise summarize the then this today tomorrow what what's whats
-    when where which will would write weather yes no ok okay thanks thank you should check find get
+    when where which will would write weather yes no ok okay thanks thank you should check find get in for at
     """.split()  # noqa: SIM905
 )
 # Linear by construction: every repetition starts with whitespace that the
@@ -59,7 +59,8 @@ _NOT_PLACES = frozenset(
 # a run of spaces (the old ``\s+(?:de|...)?\s*`` had n of them, at each of
 # n start positions: 0.8 s for "A" and 7,999 spaces).
 _CAPITALISED = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:(?:de|del|da|do|la|le|am|on|upon)\s+)?[A-Z][\w'’.-]*)*")
-_AFTER_PREPOSITION = re.compile(r"\b(?:in|for|at)\s+([a-z][\w'’-]+(?:\s+[a-z][\w'’-]+)?)", re.IGNORECASE)
+# A lookahead, so that "for tomorrow in paris" still finds the "in" the first match reads past.
+_AFTER_PREPOSITION = re.compile(r"\b(?:in|for|at)\s+(?=([a-z][\w'’-]+(?:\s+[a-z][\w'’-]+)?))", re.IGNORECASE)
 _WORDS = re.compile(r"\S+")
 _ids = count(1)
 
@@ -122,7 +123,7 @@ def _tool_answers(messages: Sequence[Message], skip: str) -> list[tuple[str, str
             if content.type == "function_call" and content.call_id:
                 names[content.call_id] = content.name or ""
             elif content.type == "function_result":
-                name = names.get(content.call_id or "", "")
+                name = names.get(content.call_id)  # only calls with an id are recorded
                 if name and name != skip:
                     result = content.result if isinstance(content.result, str) else json.dumps(content.result)
                     answers.append((name, content.exception or result or ""))
@@ -166,15 +167,21 @@ _GENERIC_FAILURE = re.compile(r"^Error: Function failed\.(?: Exception: )?")
 
 def _failed_places(messages: Sequence[Message]) -> list[str]:
     """Places whose ``get_weather`` call failed, from the calls' arguments, each with the
-    reason the tool gave (when the client passes it on)."""
+    reason the tool gave (when the client passes it on). Another tool's failure is not a place's."""
     asked: dict[str, str] = {}
+    others: set[str] = set()
     failed: list[str] = []
     for message in messages:
         for content in message.contents:
             if content.type == "function_call" and content.call_id:
+                if content.name != WEATHER_TOOL:
+                    others.add(content.call_id)
+                    continue
                 asked[content.call_id] = str((content.parse_arguments() or {}).get("location", "that place"))
             elif content.type == "function_result" and content.exception is not None:
-                place = asked.get(content.call_id or "", "one place")
+                if content.call_id in others:
+                    continue
+                place = asked.get(content.call_id, "one place")
                 reason = _GENERIC_FAILURE.sub("", str(content.result or "")).strip()
                 failed.append(f"{place} ({reason})" if reason else place)
     return failed

@@ -29,6 +29,7 @@ from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Respon
 import llm
 import telemetry
 from settings import (
+    ResumeSettings,
     SettingsError,
     StreamSettings,
     framework_log_level,
@@ -194,6 +195,7 @@ async def _stream_run(req: Request, runner: Runner, run_id: str, protocol: WireP
         encoder=encoder,
         run_id=run_id,
         limits=limits,
+        resume=resume,
         slot=slot,
         resumable=protocol.resumable if protocol else True,
         observer=observer,
@@ -206,6 +208,7 @@ async def start_stream(
     encoder: Encoder,
     run_id: str,
     limits: StreamSettings | None = None,
+    resume: ResumeSettings | None = None,
     slot: RunSlot | None = None,
     resumable: bool = True,
     observer: telemetry.RunObserver = telemetry.NOOP,
@@ -217,10 +220,11 @@ async def start_stream(
     ``slot`` (the run's place under ``MAX_CONCURRENT_RUNS``) is given back
     when the run ends, however it ends, not when a response ends. A run
     that is not ``resumable`` is cancelled as soon as its last reader leaves.
-    ``observer`` is the run's telemetry (:func:`telemetry.observe_run`)."""
+    ``observer`` is the run's telemetry (:func:`telemetry.observe_run`);
+    ``limits`` and ``resume``, the settings the caller already read."""
     try:
         limits = limits or stream_settings()
-        resume = resume_settings()
+        resume = resume or resume_settings()
         store = run_store(resume)
     except SettingsError as exc:
         if slot is not None:

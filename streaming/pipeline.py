@@ -6,10 +6,12 @@ finishes, ``error`` when it raises or passes its deadline (the runner is
 then cancelled, which closes the model call). Failures are logged with the
 run id; clients see only a safe code and message.
 
-The deadline is one cancel scope around the whole run, not one per event:
-``drive`` is a coroutine, not a generator, so the scope never spans a
-``yield``. :func:`guard` gives the same guarantees as an async iterator,
-for in-process consumers (tests, benchmarks).
+The deadline is one ``asyncio.timeout`` around the whole run, not one per
+event: ``drive`` is a coroutine, not a generator, so it never spans a
+``yield``. No anyio cancel scope is on this path: each one cost more than
+the await it guarded (see :mod:`streaming.shield`). :func:`guard` gives
+the same guarantees as an async iterator, for in-process consumers (tests,
+benchmarks).
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-import anyio
-
 from streaming.errors import classify
 from streaming.events import Done, Error, StreamEvent, TextDelta
 from streaming.logsafe import one_line
 from streaming.runlog import CLOSE_TIMEOUT_S, Emit, Run
+from streaming.shield import finish
 from telemetry import NOOP, RunObserver
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ async def drive(
     awaiting_text = True
     observer.begin()
     try:
-        with anyio.move_on_after(deadline_s) as scope:
+        async with asyncio.timeout(deadline_s):
             try:
                 async for event in iterator:
                     if isinstance(event, Done):
@@ -76,20 +77,18 @@ async def drive(
                 terminal = Error(info.code, info.message)
                 emit(terminal)
                 return
-        if scope.cancelled_caught:
-            logger.warning("run %s passed its %.0f s deadline", run_id, deadline_s)
-            terminal = Error("timeout", f"The run did not finish within {deadline_s:g} seconds.")
-            emit(terminal)
-        else:
-            logger.error("run %s ended without a terminal event", run_id)
-            terminal = Error("internal_error", "The run ended unexpectedly.")
-            emit(terminal)
+        logger.error("run %s ended without a terminal event", run_id)
+        terminal = Error("internal_error", "The run ended unexpectedly.")
+        emit(terminal)
+    except TimeoutError:  # the deadline: the runner's own errors are handled above
+        logger.warning("run %s passed its %g s deadline", run_id, deadline_s)
+        terminal = Error("timeout", f"The run did not finish within {deadline_s:g} seconds.")
+        emit(terminal)
     finally:
         # Closes the runner if it is still going (deadline, cancel): its own
         # finally closes the framework stream.
         try:
-            with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-                await iterator.aclose()  # type: ignore[attr-defined]
+            await finish(iterator.aclose(), CLOSE_TIMEOUT_S)  # type: ignore[attr-defined]
         finally:
             observer.end(terminal)
 
@@ -115,5 +114,4 @@ async def guard(events: AsyncIterator[StreamEvent], *, deadline_s: float, run_id
                 run.subscribe(waiter)
                 await waiter
     finally:
-        with anyio.CancelScope(shield=True):
-            await run.cancel()
+        await finish(run.cancel(), 2 * CLOSE_TIMEOUT_S)

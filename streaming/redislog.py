@@ -159,8 +159,8 @@ class RedisStore:
         if local is not None:
             return local
         mirror = self.mirrors.get(token)
-        if mirror is not None and not (mirror.ended and not mirror.readers):
-            return mirror
+        if mirror is not None and not mirror.ended and not (mirror.task and mirror.task.cancelling()):
+            return mirror  # not one whose last reader just left: it is ending, with ``cancelled``
         redis = self.client()
         try:
             meta = await redis.hgetall(_key(token, "meta"))

@@ -7,12 +7,12 @@ property-based test holds it to that.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import anyio
 from starlette.requests import ClientDisconnect
 
 from settings import StreamSettings
@@ -158,7 +158,7 @@ async def read_body(
             raise RequestError(413, "body_too_large", f"The request body is larger than {limits.max_body_bytes} bytes.")
     body = bytearray()
     try:
-        with anyio.fail_after(timeout_s):
+        async with asyncio.timeout(timeout_s):
             async for chunk in chunks:
                 body += chunk
                 if len(body) > limits.max_body_bytes:

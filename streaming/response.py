@@ -27,17 +27,18 @@ sends only what lies after that position:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 
-import anyio
 from azurefunctions.extensions.http.fastapi import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from streaming.encoders import Encoder, SSEEncoder
 from streaming.events import StreamEvent
 from streaming.runlog import CLOSE_TIMEOUT_S, Emit, Run
+from streaming.shield import finish
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,7 @@ def run_of(events: AsyncIterator[StreamEvent], run_id: str) -> Run:
         finally:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
-                with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-                    await aclose()
+                await finish(aclose(), CLOSE_TIMEOUT_S)
 
     run = Run(run_id=run_id)
     run.producer = relay
@@ -124,49 +124,86 @@ class EventStreamResponse(StreamingResponse):
         self._last_write = 0.0
         self._waiting: asyncio.Future[None] | None = None  # set while idle, for the watcher to wake
         self._heartbeat_due = False
+        self._stopped = False  # a helper ended the stream (disconnect, slow reader)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         run = self.run
         run.attach(self)
         run.start()
         self._last_write = time.monotonic()
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        # Two helpers beside the body; either stops the stream by cancelling
+        # this task (a task group's cancel scopes cost more than the rest of
+        # the response's per-run work). Only that cancellation is absorbed
+        # here: one from outside (the server stopping) goes on.
+        helpers = (
+            loop.create_task(self._listen_for_disconnect(receive, task)),
+            loop.create_task(self._watch(task)),
+        )
+        for helper in helpers:
+            helper.add_done_callback(functools.partial(self._helper_ended, task))
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._listen_for_disconnect, receive, tg.cancel_scope)
-                tg.start_soon(self._watch, tg.cancel_scope)
-                try:
-                    await self._stream(send)
-                except TimeoutError:
-                    logger.warning("run %s: the client did not take the response; ending it", self.run_id)
-                except OSError:  # servers on ASGI spec 2.4 may raise on a write to a closed socket
-                    logger.info("run %s: the connection closed while sending", self.run_id)
-                tg.cancel_scope.cancel()
+            await self._stream(send)
+        except TimeoutError:
+            logger.warning("run %s: the client did not take the response; ending it", self.run_id)
+        except OSError:  # servers on ASGI spec 2.4 may raise on a write to a closed socket
+            logger.info("run %s: the connection closed while sending", self.run_id)
+        except asyncio.CancelledError:
+            if not self._stopped or task.uncancel() > 0:
+                raise
         finally:
-            with anyio.CancelScope(shield=True):
-                await run.detach(self)
+            for helper in helpers:
+                helper.cancel()
+            detaching = run.detach(self)
+            if run.ended:
+                await detaching  # an ended run has nothing to wait for: it returns at once
+            else:  # the run may be cancelled now: wait for it even if this task is cancelled meanwhile
+                await finish(detaching, 2 * CLOSE_TIMEOUT_S)
 
-    async def _listen_for_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
+    def _helper_ended(self, task: asyncio.Task[None], helper: asyncio.Task[None]) -> None:
+        """A helper that fails (the server's ``receive`` raising, a bug)
+        ends the stream, logged: without it, nothing would notice the client
+        leave or stop reading."""
+        if helper.cancelled() or helper.exception() is None:
+            return
+        logger.error(
+            "run %s: the response's %s failed; ending the stream",
+            self.run_id,
+            helper.get_coro().__name__,  # type: ignore[union-attr]
+            exc_info=helper.exception(),
+        )
+        self._stop(task)
+
+    def _stop(self, task: asyncio.Task[None]) -> None:
+        """End the stream (a helper's call): cancel the task writing it, once."""
+        if not self._stopped:
+            self._stopped = True
+            task.cancel()
+
+    async def _listen_for_disconnect(self, receive: Receive, task: asyncio.Task[None]) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 self.disconnected = True
                 if not self.complete:  # uvicorn also says so once a response is complete
                     logger.info("run %s: the client disconnected", self.run_id)
-                scope.cancel()
+                self._stop(task)
                 return
 
-    async def _watch(self, scope: anyio.CancelScope) -> None:
+    async def _watch(self, task: asyncio.Task[None]) -> None:
         """Keep-alives and the slow-reader cut, checked on a coarse tick
         rather than with timers around every event."""
         period = max(0.01, min(self.heartbeat_s, self.send_timeout_s) / 4)
         heartbeat = self.encoder.heartbeat
         while True:
-            await anyio.sleep(period)
+            await asyncio.sleep(period)
             now = time.monotonic()
             if self._sending_since is not None:
                 if now - self._sending_since >= self.send_timeout_s:
                     logger.warning("run %s: the client stopped reading; ending the stream", self.run_id)
-                    scope.cancel()
+                    self._stop(task)
                     return
             elif heartbeat is not None and now - self._last_write >= self.heartbeat_s:
                 waiting = self._waiting
@@ -177,7 +214,7 @@ class EventStreamResponse(StreamingResponse):
     async def _stream(self, send: Send) -> None:
         run, encoder, token, after = self.run, self.encoder, self.run.token, self.after
         loop = asyncio.get_running_loop()
-        with anyio.fail_after(self.send_timeout_s):
+        async with asyncio.timeout(self.send_timeout_s):
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         seq = run.base  # encode from the oldest event kept: stateful encoders need what came before `after`
         quiet_turns = QUIET_TURNS_PACED
@@ -204,6 +241,9 @@ class EventStreamResponse(StreamingResponse):
                 self.position = seq
                 if run.ended and seq >= run.last_seq:
                     self.complete = True
+                    # The last events end the body in the same write: one send fewer per run.
+                    await self._write(send, b"".join(chunks), more_body=False)
+                    return
                 if chunks:
                     await self._write(send, b"".join(chunks) if len(chunks) > 1 else chunks[0])
                 quiet_turns = QUIET_TURNS_BURSTS if len(pending) > 1 else QUIET_TURNS_PACED

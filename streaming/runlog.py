@@ -152,9 +152,12 @@ class Run:
 
     def _trim(self) -> None:
         """Over the byte cap: drop the oldest events every reader has
-        already sent, down to three quarters of the cap (so this runs
-        rarely). A resume from before them then gets 204."""
+        already sent and the shared store already holds, down to three
+        quarters of the cap (so this runs rarely). A resume from before them
+        then gets 204."""
         keep_from = min((r.position for r in self.readers), default=self.last_seq)
+        if self.stored_seq is not None:  # the store's writer has yet to copy what follows
+            keep_from = min(keep_from, self.stored_seq)
         limit = min(keep_from - self.base, len(self.events) - 1)
         target = self.max_bytes * 3 // 4
         drop = freed = 0

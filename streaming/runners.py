@@ -16,12 +16,11 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from settings import ModelSettings, run_limits
 from streaming.events import AgentCompleted, AgentStarted, StreamEvent
 from streaming.mapping import UpdateMapper
 from streaming.request import RunRequest
+from streaming.shield import finish
 
 if TYPE_CHECKING:
     from agent_framework import Agent
@@ -76,11 +75,10 @@ def _options(max_output_tokens: int) -> dict[str, Any]:
 
 async def close_stream(stream: Any) -> None:
     """Close a framework stream, even while being cancelled, in bounded time."""
-    with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-        try:
-            await stream.close()
-        except Exception:  # closing is best effort; the run's own error wins
-            logger.debug("closing the stream failed", exc_info=True)
+    try:
+        await finish(stream.close(), CLOSE_TIMEOUT_S)
+    except Exception:  # closing is best effort; the run's own error wins
+        logger.debug("closing the stream failed", exc_info=True)
 
 
 async def run_agent(

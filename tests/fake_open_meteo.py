@@ -24,9 +24,10 @@ Failures, scripted per endpoint (``"search"`` or ``"forecast"``) and consumed on
 ``server_error`` (500), ``unavailable`` (503 HTML page), ``rate_limited`` (429 with the real reason),
 ``bad_request`` (400), ``hang`` (no answer for ``hang_s`` seconds), ``drop`` (the connection is closed
 with no answer), ``not_json`` (200 with an HTML body), ``partial`` (200 JSON missing the values the
-client needs), ``no_current`` (200 JSON without the ``current`` block).
+client needs), ``no_current`` (200 JSON without the ``current`` block), ``redirect`` (302 back to the
+same address, which a client that follows it gets answered on the second try).
 
-``fake.requests`` records every request (endpoint and query parameters), so tests can count calls.
+``fake.requests`` records every request (endpoint, query parameters and headers), so tests can count calls.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ FAULTS = (
     "not_json",
     "partial",
     "no_current",
+    "redirect",
 )
 UNITS = {
     "temperature_2m": "°C",
@@ -215,6 +217,7 @@ class _Server(uvicorn.Server):
 class RecordedRequest:
     endpoint: str  # "search" or "forecast"
     params: Mapping[str, str]
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class FakeOpenMeteo:
@@ -347,11 +350,11 @@ class FakeOpenMeteo:
 
     def _begin(self, endpoint: str, request: Request) -> str | None:
         with self._lock:
-            self._requests.append(RecordedRequest(endpoint, dict(request.query_params)))
+            self._requests.append(RecordedRequest(endpoint, dict(request.query_params), dict(request.headers)))
             queue = self._faults[endpoint]
             return queue.popleft() if queue else None
 
-    async def _fault(self, fault: str | None) -> Response | None:
+    async def _fault(self, fault: str | None, request: Request) -> Response | None:
         if fault is None or fault in ("partial", "no_current"):
             return None
         if fault == "server_error":
@@ -370,13 +373,15 @@ class FakeOpenMeteo:
             return PlainTextResponse("too late", status_code=504)
         if fault == "drop":
             return _Dropped()
+        if fault == "redirect":
+            return Response(status_code=302, headers={"Location": str(request.url)})
         if fault == "not_json":
             return Response("<html><body>Welcome to nginx!</body></html>", 200, media_type="text/html")
         raise AssertionError(fault)
 
     async def _search(self, request: Request) -> Response:
         fault = self._begin("search", request)
-        if (answer := await self._fault(fault)) is not None:
+        if (answer := await self._fault(fault, request)) is not None:
             return answer
         params = request.query_params
         name = params.get("name")
@@ -404,7 +409,7 @@ class FakeOpenMeteo:
 
     async def _forecast(self, request: Request) -> Response:
         fault = self._begin("forecast", request)
-        if (answer := await self._fault(fault)) is not None:
+        if (answer := await self._fault(fault, request)) is not None:
             return answer
         params = request.query_params
         try:

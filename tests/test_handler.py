@@ -146,10 +146,12 @@ async def test_max_body_bytes_comes_from_the_environment(app: Any, monkeypatch: 
 async def test_a_declared_length_over_the_limit_is_refused_unread(app: Any) -> None:
     reply = await call(app, "POST", AGENT, body=b"{}", headers={"content-type": "application/json"})
     assert (reply.status, reply.json()["error"]["code"]) == (400, "missing_message")
+    assert "connection" not in reply.headers, "only a body that stopped arriving closes the connection"
     reply = await call(
         app, "POST", AGENT, body=b"", headers={"content-type": "application/json", "content-length": "262145"}
     )
     assert (reply.status, reply.json()["error"]["code"]) == (413, "body_too_large")
+    assert "connection" not in reply.headers
 
 
 async def test_a_body_that_stops_arriving_gets_408_and_the_connection_closed(
@@ -281,8 +283,10 @@ async def test_a_500_carries_its_run_id_and_the_log_names_it(
     assert reply.json() == {"error": {"code": "internal_error", "message": "The request failed unexpectedly."}}
     run_id = reply.headers["x-run-id"]
     assert len(run_id) >= 32
+    assert [name for name, value in reply.headers.items() if value == run_id] == ["x-run-id"]
     logged = [r for r in caplog.records if r.name == "streaming.http" and r.levelno == logging.ERROR]
     assert len(logged) == 1 and run_id in logged[0].getMessage() and logged[0].exc_info
+    assert "POST /api/agent/stream" in logged[0].getMessage(), "which request failed"
     assert b"secret" not in reply.body
 
 
@@ -553,21 +557,32 @@ async def test_the_runs_route_refuses_an_id_that_is_not_one_of_this_run_s(app: A
     )
 
 
-async def test_a_resume_with_a_bad_setting_is_a_503_naming_it(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_resume_with_a_bad_setting_is_a_503_naming_it(
+    app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     token, events, _ = await finished_run(app)
     monkeypatch.setenv("HEARTBEAT_SECONDS", "often")
-    reply = await call(app, "GET", f"/api/runs/{token}/stream", headers={"last-event-id": events[0].id})
+    with caplog.at_level(logging.ERROR, logger="streaming.http"):
+        reply = await call(app, "GET", f"/api/runs/{token}/stream", headers={"last-event-id": events[0].id})
     assert (reply.status, reply.json()["error"]["code"]) == (503, "invalid_setting")
     assert "HEARTBEAT_SECONDS" in reply.json()["error"]["message"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "streaming.http"]
+    assert len(logged) == 1 and "HEARTBEAT_SECONDS" in logged[0] and "often" not in logged[0], logged
 
 
-async def test_with_the_run_store_down_a_start_and_a_resume_are_503(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_with_the_run_store_down_a_start_and_a_resume_are_503(
+    app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("STREAM_STORE_URL", "redis://127.0.0.1:9/0")  # the discard port: nothing listens
     unavailable = {"code": "store_unavailable", "message": "The stream store (STREAM_STORE_URL) cannot be reached."}
-    start = await call(app, "GET", AGENT, query="message=Oslo")
+    with caplog.at_level(logging.ERROR, logger="streaming.http"):
+        start = await call(app, "GET", AGENT, query="message=Oslo")
+        resume = await call(app, "GET", "/api/runs/tok/stream", headers={"last-event-id": "tok:1"})
     assert (start.status, start.json()["error"]) == (503, unavailable)
-    resume = await call(app, "GET", "/api/runs/tok/stream", headers={"last-event-id": "tok:1"})
     assert (resume.status, resume.json()["error"]) == (503, unavailable)
+    logged = [r.getMessage() for r in caplog.records if r.name == "streaming.http"]
+    assert len(logged) == 2 and all("ConnectionError" in line for line in logged), logged  # why: the store's error
+    assert f"run {start.headers['x-run-id']} " in logged[0]
 
 
 # ------------------------------------------------------------------------------ methods, protocols, capacity
@@ -598,7 +613,7 @@ async def test_head_is_a_405_naming_the_allowed_methods_and_starts_no_run(
 
 
 async def test_past_max_concurrent_runs_a_start_is_a_429_with_retry_after(
-    app: Any, monkeypatch: pytest.MonkeyPatch
+    app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("MAX_CONCURRENT_RUNS", "1")
     monkeypatch.setenv("OFFLINE_MODEL_DELAY_MS", "200")
@@ -606,8 +621,12 @@ async def test_past_max_concurrent_runs_a_start_is_a_429_with_retry_after(
     first = asyncio.create_task(call(app, "GET", AGENT, query="message=Oslo", client_leaves=leave.wait))
     try:
         await asyncio.sleep(0.3)
-        reply = await call(app, "GET", AGENT, query="message=Paris")
+        with caplog.at_level(logging.INFO, logger="streaming.http"):
+            reply = await call(app, "GET", AGENT, query="message=Paris")
         assert (reply.status, reply.headers["retry-after"]) == (429, "5")
+        logged = [r.getMessage() for r in caplog.records if r.name == "streaming.http"]
+        run_id = reply.headers["x-run-id"]
+        assert [m for m in logged if re.search(rf"run {run_id}\b.*\b1\b", m)], "the run id and the limit it hit"
         assert reply.json()["error"] == {
             "code": "too_many_runs",
             "message": "This instance is running as many streams as it allows. Try again shortly.",
@@ -639,7 +658,7 @@ async def test_a_resume_is_in_the_format_the_reconnecting_client_asks_for(app: A
 
 
 async def test_a_resume_that_fails_unexpectedly_is_a_500_never_a_trace(
-    app: Any, monkeypatch: pytest.MonkeyPatch
+    app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import streaming.http
 
@@ -647,8 +666,417 @@ async def test_a_resume_that_fails_unexpectedly_is_a_500_never_a_trace(
         raise RuntimeError("secret-detail")
 
     monkeypatch.setattr(streaming.http, "parse_event_id", broken)
-    reply = await call(app, "GET", "/api/runs/tok/stream", headers={"last-event-id": "tok:1"})
+    with caplog.at_level(logging.ERROR, logger="streaming.http"):
+        reply = await call(app, "GET", "/api/runs/tok/stream", headers={"last-event-id": "tok:1"})
     assert (reply.status, reply.json()["error"]) == (
         500,
         {"code": "internal_error", "message": "The request failed unexpectedly."},
     )
+    [logged] = [r for r in caplog.records if r.name == "streaming.http"]
+    assert "/api/runs/tok/stream" in logged.getMessage() and logged.exc_info, "the path and the traceback"
+    assert b"secret" not in reply.body
+
+
+# ------------------------------------------------------------------------------ what telemetry is told
+
+
+@dataclass
+class Told:
+    """The handler's calls to telemetry (whose spans and counts
+    tests/test_telemetry.py checks over a real host)."""
+
+    refusals: list[dict[str, Any]] = field(default_factory=list)
+    resumes: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    heard: list[Any] = field(default_factory=list)  # what the runs' observers heard: "begin", then the terminal event
+
+
+@pytest.fixture
+def told(monkeypatch: pytest.MonkeyPatch) -> Told:
+    import telemetry
+
+    record = Told()
+
+    async def observe_refusal(req, run_id, runner, response, started_ns, code=None):  # type: ignore[no-untyped-def]
+        record.refusals.append(
+            {"path": req.url.path, "run_id": run_id, "runner": runner, "status": response.status_code}
+            | {"started_ns": started_ns, "code": code, "ended_ns": time.time_ns()}
+        )
+
+    async def observe_resume(req, response, started_ns):  # type: ignore[no-untyped-def]
+        record.resumes.append(
+            {"path": req.url.path, "status": response.status_code, "started_ns": started_ns, "ended_ns": time.time_ns()}
+        )
+
+    class Observer(telemetry.RunObserver):
+        def begin(self) -> None:
+            record.heard.append("begin")
+
+        def end(self, terminal: Any = None) -> None:
+            record.heard.append(terminal)
+
+    async def observe_run(req, run_id, runner, model):  # type: ignore[no-untyped-def]
+        record.runs.append({"path": req.url.path, "run_id": run_id, "runner": runner, "provider": model.provider})
+        return Observer()
+
+    monkeypatch.setattr(telemetry, "observe_refusal", observe_refusal)
+    monkeypatch.setattr(telemetry, "observe_resume", observe_resume)
+    monkeypatch.setattr(telemetry, "observe_run", observe_run)
+    return record
+
+
+async def _one_event(*_: Any) -> AsyncIterator[StreamEvent]:
+    yield Done("offline", "offline-demo")
+
+
+async def test_telemetry_is_told_of_a_refusal_with_its_run_id_runner_status_and_start(
+    told: Told, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+    before = time.time_ns()
+    reply = await call(with_runner(_one_event), "POST", AGENT, **post_json({"messages": []}))
+    assert reply.status == 400 and not told.runs and not told.resumes
+    [refusal] = told.refusals
+    assert refusal["path"] == AGENT and refusal["run_id"] == reply.headers["x-run-id"]
+    assert refusal["runner"] is _one_event and refusal["status"] == 400 and refusal["code"] is None
+    assert before <= refusal["started_ns"] <= refusal["ended_ns"]
+
+
+async def test_telemetry_is_told_of_a_client_that_left_mid_body_as_client_gone(
+    told: Told, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+
+    async def leaves() -> None:
+        await asyncio.sleep(0)
+
+    with caplog.at_level(logging.INFO, logger="streaming.http"):
+        await call(
+            with_runner(_one_event),
+            "POST",
+            AGENT,
+            body=b'{"message": "Os',
+            headers={"content-type": "application/json"},
+            stalls=True,
+            client_leaves=leaves,
+        )
+    [refusal] = told.refusals
+    assert (refusal["status"], refusal["code"]) == (400, "client_gone") and not told.runs
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "streaming.http"]
+    assert f"run {refusal['run_id']}" in logged, "a client that left is logged under its run id"
+
+
+async def test_telemetry_is_told_of_a_run_and_of_nothing_refused(told: Told, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+    reply = await call(with_runner(_one_event), "GET", AGENT, query="message=hi")
+    assert reply.status == 200 and not told.refusals and not told.resumes
+    assert told.runs == [
+        {"path": AGENT, "run_id": reply.headers["x-run-id"], "runner": _one_event, "provider": "offline"}
+    ]
+    for _ in range(200):  # the run's task ends just after its response (closing the runner), bounded
+        if len(told.heard) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert told.heard[0] == "begin" and isinstance(told.heard[1], Done), "the run's own observer hears it"
+
+
+async def test_telemetry_is_told_of_each_resume_and_its_answer_never_of_a_refusal(app: Any, told: Told) -> None:
+    token, events, _ = await finished_run(app)
+    before = time.time_ns()
+    resumed = await call(app, "GET", f"/api/runs/{token}/stream", headers={"last-event-id": events[0].id})
+    reconnect = await call(app, "GET", AGENT, query="message=Oslo", headers={"last-event-id": "unknown:1"})
+    refused = await call(app, "GET", f"/api/runs/{token}/stream", headers={"last-event-id": "nonsense"})
+    assert (resumed.status, reconnect.status, refused.status) == (200, 204, 400)
+    assert [(r["path"], r["status"]) for r in told.resumes] == [
+        (f"/api/runs/{token}/stream", 200),
+        (AGENT, 204),
+        (f"/api/runs/{token}/stream", 400),
+    ]
+    assert all(before <= r["started_ns"] <= r["ended_ns"] for r in told.resumes)
+    assert not told.refusals, "a resume's telemetry is the resume's, not a refused start's"
+
+
+# ------------------------------------------------------------------------------ resuming a live run
+
+
+async def _cut_live_run(app: Any) -> tuple[str, str]:
+    """Start a run and leave after its first event: its token and run id
+    (the run goes on, waiting for a reader within the resume window)."""
+    first_write = asyncio.Event()
+
+    async def on_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            first_write.set()
+
+    reply = await call(app, "GET", AGENT, query="message=hi", send_hook=on_send, client_leaves=first_write.wait)
+    assert reply.status == 200
+    return reply.headers["x-run-token"], reply.headers["x-run-id"]
+
+
+async def test_a_live_run_resumed_from_its_latest_event_gets_the_rest_with_the_stream_s_settings(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A resume of a run still going is a stream like the first: it waits for
+    what comes next, with heartbeats (HEARTBEAT_SECONDS) while nothing does,
+    and writes coalesced (COALESCE_MS); an id past the latest event is 204."""
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+    monkeypatch.setenv("HEARTBEAT_SECONDS", "0.1")
+    monkeypatch.setenv("COALESCE_MS", "2")
+    go_on = asyncio.Event()
+
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        yield TextDelta("one", "weather")
+        await go_on.wait()
+        for i in range(20):
+            yield TextDelta(f"t{i}", "weather")
+            for _ in range(5):  # a few turns of the loop apart: without a window, a write each
+                await asyncio.sleep(0)
+        yield Done("offline", "offline-demo")
+
+    app = with_runner(runner)
+    try:
+        token, run_id = await _cut_live_run(app)
+        past = await call(app, "GET", AGENT, query="message=hi", headers={"last-event-id": f"{token}:2"})
+        assert (past.status, past.body) == (204, b""), "no event 2 yet: nothing to resume after it"
+        with caplog.at_level(logging.INFO, logger="streaming.http"):
+            resumed = asyncio.create_task(
+                call(app, "GET", AGENT, query="message=hi", headers={"last-event-id": f"{token}:1"})
+            )
+            await asyncio.sleep(0.35)
+            go_on.set()
+            reply = await resumed
+    finally:
+        go_on.set()
+    assert reply.status == 200 and reply.headers["x-run-id"] == run_id
+    events = sse_events(reply)
+    assert [e.id for e in events] == [f"{token}:{n}" for n in range(2, 23)] and events[-1].event == "done"
+    pings = [body for _, body in reply.writes if body == b": ping\n\n"]
+    assert len(pings) >= 2, reply.writes
+    assert len([body for _, body in reply.writes if b"data: " in body]) <= 10, "COALESCE_MS shares writes"
+    resumes = [r.getMessage() for r in caplog.records if "resumed" in r.getMessage()]
+    assert len(resumes) == 1 and f"run {run_id}" in resumes[0] and "after event 1" in resumes[0], resumes
+    assert AGENT in resumes[0], "and on which route"
+
+
+async def test_a_resumed_reader_that_stops_reading_is_cut_after_send_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_PROVIDER", "offline")
+    monkeypatch.setenv("SEND_TIMEOUT_SECONDS", "0.3")
+    go_on = asyncio.Event()
+
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        yield TextDelta("one", "weather")
+        await go_on.wait()
+        yield TextDelta("two", "weather")
+        yield Done("offline", "offline-demo")
+
+    async def stop_reading(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()  # the socket buffer is full and nobody reads
+
+    app = with_runner(runner)
+    try:
+        token, _ = await _cut_live_run(app)
+        go_on.set()
+        reply = await asyncio.wait_for(
+            call(app, "GET", AGENT, query="m=1", headers={"last-event-id": f"{token}:1"}, send_hook=stop_reading), 10
+        )
+    finally:
+        go_on.set()
+    assert reply.status == 200
+
+
+# ------------------------------------------------------------------------------ start_stream refusing
+
+
+class HeldStream:
+    """A runner's stream that holds a connection until closed (an SDK
+    stream: not a generator, so closing it runs code even unstarted)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def __aiter__(self) -> HeldStream:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        await asyncio.Event().wait()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_start_refused_for_a_bad_store_setting_gives_its_slot_back_and_names_the_run(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streaming.encoders import SSEEncoder
+    from streaming.http import start_stream
+    from streaming.slots import RunSlots
+
+    monkeypatch.setenv("STREAM_STORE_URL", "ftp://127.0.0.1/runs")
+    slots = RunSlots()
+    with caplog.at_level(logging.ERROR, logger="streaming.http"):
+        response = await start_stream(HeldStream(), encoder=SSEEncoder(), run_id="r-8", slot=slots.try_acquire(1))
+    assert response.status_code == 503
+    assert json.loads(response.body)["error"]["code"] == "invalid_setting"
+    assert "STREAM_STORE_URL" in json.loads(response.body)["error"]["message"]
+    assert slots.active == 0, "the slot is given back"
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "streaming.http"]
+    assert "run r-8 " in logged and "STREAM_STORE_URL" in logged
+
+
+async def test_a_start_refused_for_the_store_being_down_closes_the_stream_and_gives_its_slot_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streaming.encoders import SSEEncoder
+    from streaming.http import start_stream
+    from streaming.slots import RunSlots
+
+    monkeypatch.setenv("STREAM_STORE_URL", "redis://127.0.0.1:9/0")  # the discard port: nothing listens
+    slots, stream = RunSlots(), HeldStream()
+    response = await start_stream(stream, encoder=SSEEncoder(), run_id="r-9", slot=slots.try_acquire(1))
+    assert response.status_code == 503 and json.loads(response.body)["error"]["code"] == "store_unavailable"
+    assert slots.active == 0 and stream.closed, "nothing is left holding a place or a connection"
+
+
+async def test_a_start_with_no_limits_given_reads_them_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streaming.encoders import SSEEncoder
+    from streaming.http import start_stream
+
+    monkeypatch.setenv("HEARTBEAT_SECONDS", "0.1")
+    monkeypatch.setenv("RUN_DEADLINE_SECONDS", "0.35")
+    response = await start_stream(HeldStream(), encoder=SSEEncoder(), run_id="r-10")
+    bodies: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            bodies.append(message["body"])
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {}
+
+    await asyncio.wait_for(response({"type": "http"}, receive, send), 10)
+    wire = b"".join(bodies)
+    assert wire.count(b": ping\n\n") >= 2 and b'"code":"timeout"' in wire
+
+
+async def test_framework_log_level_is_applied_to_the_framework_s_logger_per_request(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streaming.http
+
+    framework = logging.getLogger("agent_framework")
+    before = framework.level
+    monkeypatch.setattr(streaming.http, "_framework_level", [])
+    try:
+        monkeypatch.setenv("FRAMEWORK_LOG_LEVEL", "info")
+        assert (await call(app, "GET", AGENT, query="message=Oslo")).status == 200
+        assert framework.level == logging.INFO
+        monkeypatch.setenv("FRAMEWORK_LOG_LEVEL", "error")
+        assert (await call(app, "GET", AGENT, query="message=Oslo")).status == 200
+        assert framework.level == logging.ERROR
+    finally:
+        framework.setLevel(before)  # and the loggers' caches with it
+
+
+async def test_a_run_past_its_byte_cap_still_streams_every_event_to_its_reader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RESUME_MAX_RUN_BYTES trims what is kept for resuming, never what the
+    reader has yet to send: a burst far over the cap, before the first
+    write, arrives whole and in order."""
+    monkeypatch.setenv("RESUME_MAX_RUN_BYTES", str(64 * 1024))
+
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        for i in range(200):  # about 200 KB, on one turn of the loop
+            yield TextDelta(f"{i:04d}" + "x" * 1000, "weather")
+        await asyncio.sleep(0.01)
+        for i in range(200, 400):
+            yield TextDelta(f"{i:04d}" + "x" * 1000, "weather")
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+        yield Done("offline", "offline-demo")
+
+    reply = await run_with(runner, monkeypatch)
+    events = sse_events(reply)
+    token = reply.headers["x-run-token"]
+    assert [e.id for e in events] == [f"{token}:{n}" for n in range(1, 402)]
+    assert [e.data["text"][:4] for e in events[:-1]] == [f"{i:04d}" for i in range(400)]
+    assert events[-1].event == "done"
+
+
+async def test_an_ag_ui_run_whose_client_leaves_is_cancelled_at_once(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AG-UI events carry no ids to resume from: a run whose client leaves is
+    not kept for RESUME_WINDOW_SECONDS, it ends (and gives its place back)
+    before its response does."""
+    from tests.agui_support import run_input, user
+
+    monkeypatch.setenv("MAX_CONCURRENT_RUNS", "1")
+    monkeypatch.setenv("OFFLINE_MODEL_DELAY_MS", "50")
+    first_write = asyncio.Event()
+
+    async def on_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            first_write.set()
+
+    body = post_json(run_input([user("Weather in Oslo?")]))
+    left = await call(app, "POST", "/api/agent/ag-ui", **body, send_hook=on_send, client_leaves=first_write.wait)
+    assert left.status == 200 and b"RUN_FINISHED" not in left.body
+    again = await call(app, "POST", "/api/agent/ag-ui", **post_json(run_input([user("Weather in Oslo?")])))
+    assert again.status == 200, "the first run's place is free: it was cancelled, not kept for a resume"
+
+
+async def test_coalesce_ms_lets_tokens_a_few_turns_apart_share_a_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def runner(*_: Any) -> AsyncIterator[StreamEvent]:
+        for i in range(20):
+            yield TextDelta(f"t{i}", "weather")
+            for _ in range(5):  # a few turns of the loop apart: without a window, a write each
+                await asyncio.sleep(0)
+        yield Done("offline", "offline-demo")
+
+    def writes(reply: Reply) -> int:
+        return len([body for _, body in reply.writes if b"data: " in body])
+
+    at_once = await run_with(runner, monkeypatch)
+    monkeypatch.setenv("COALESCE_MS", "2")
+    coalesced = await run_with(runner, monkeypatch)
+    assert len(sse_events(at_once)) == len(sse_events(coalesced)) == 21
+    assert writes(at_once) >= 15 and writes(coalesced) <= 10
+
+
+async def test_a_run_cancelled_before_it_began_still_gives_its_slot_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process stopping may cancel a run's task before its first step:
+    its producer (whose own ``finally`` gives the slot back) never runs, the
+    run's cleanup still does."""
+    from streaming.encoders import SSEEncoder
+    from streaming.http import start_stream
+    from streaming.slots import RunSlots
+
+    slots = RunSlots()
+    response = await start_stream(HeldStream(), encoder=SSEEncoder(), run_id="r-11", slot=slots.try_acquire(1))
+    response.run.task.cancel()  # before the task's first step
+    for _ in range(200):  # the cleanups run in a task of their own, bounded
+        if not slots.active:
+            break
+        await asyncio.sleep(0.01)
+    assert slots.active == 0 and response.run.ended
+
+
+async def test_a_reconnect_that_fails_unexpectedly_is_a_500_with_its_run_id(
+    app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An EventSource reconnecting (Last-Event-ID on the stream endpoint) is
+    not counted as a refused start, but its 500 still carries the id its log
+    line has."""
+    import streaming.http
+
+    def broken(_: str) -> None:
+        raise RuntimeError("secret-detail")
+
+    monkeypatch.setattr(streaming.http, "parse_event_id", broken)
+    with caplog.at_level(logging.ERROR, logger="streaming.http"):
+        reply = await call(app, "GET", AGENT, query="message=Oslo", headers={"last-event-id": "tok:1"})
+    assert reply.status == 500 and reply.json()["error"]["code"] == "internal_error"
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "streaming.http"]
+    assert f"run {reply.headers['x-run-id']}:" in logged

@@ -366,3 +366,19 @@ async def test_one_reader_leaving_does_not_cancel_a_run_another_still_reads() ->
     assert not run.ended
     await run.detach(staying)  # the last one: with no window, cancelled at once
     assert run.ended and run.events[-1].code == "cancelled"
+
+
+def test_a_trim_keeps_what_the_shared_store_has_not_stored_yet() -> None:
+    """With Redis, the run's log is copied to the store behind the run: a
+    trim must not drop events it has not copied (they would be missing on
+    every other instance), even with no reader here."""
+    run = capped_run(10)
+    run.stored(0)  # the store's writer is lagging
+    sent = appended(run, 6)
+    run.stored(6)
+    sent += appended(run, 29)
+    assert run.base <= 6, "events past what the store holds were dropped"
+    assert run.events == sent[run.base :]
+    run.stored(35)
+    sent += appended(run, 1)
+    assert run.base > 6, "once stored, they may go"

@@ -65,14 +65,15 @@ _UNIT_FIELDS = {
     "wind_kph": ("wind_speed_10m", "km/h"),
 }
 
+# Keys as ``Place.matches`` compares them: case-folded, without the final dot ("U.S." -> "u.s").
 _COUNTRY_ALIASES = {
     "usa": "US",
-    "u.s.": "US",
-    "u.s.a.": "US",
+    "u.s": "US",
+    "u.s.a": "US",
     "united states of america": "US",
     "america": "US",
     "uk": "GB",
-    "u.k.": "GB",
+    "u.k": "GB",
     "britain": "GB",
     "great britain": "GB",
 }
