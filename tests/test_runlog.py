@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
+from streaming import runlog
 from streaming.events import Error, TextDelta, ToolResult
 from streaming.runlog import MemoryStore, Run, approx_size
 
@@ -382,3 +384,60 @@ def test_a_trim_keeps_what_the_shared_store_has_not_stored_yet() -> None:
     run.stored(35)
     sent += appended(run, 1)
     assert run.base > 6, "once stored, they may go"
+
+
+def test_the_terminal_event_ends_the_run_at_once_and_nothing_follows_it() -> None:
+    """Readers stop at the terminal event the moment it is appended (not
+    when the run's task winds down), and nothing is appended after it."""
+    run = Run(run_id="r")
+    run.append(TextDelta("a", "agent"))
+    assert not run.ended
+    run.append(Error("timeout", "late"))
+    assert run.ended and run.terminal_seq == 2
+    run.append(TextDelta("b", "agent"))
+    assert run.last_seq == 2
+
+
+async def test_a_cleanup_that_hangs_does_not_hold_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runlog, "CLOSE_TIMEOUT_S", 0.05)
+    released: list[str] = []
+
+    async def produce(emit: Any) -> None:
+        emit(TextDelta("a", "agent"))
+
+    run = Run(run_id="r")
+    run.producer = produce
+    run.add_cleanup(lambda: released.append("slot"))  # runs last (cleanups run newest first)
+    run.add_cleanup(lambda: asyncio.Event().wait())  # a lease that never lets go
+    run.start()
+    assert run.task is not None
+    done, _ = await asyncio.wait({run.task}, timeout=2)
+    assert done, "the run's task ended although a cleanup hangs"
+    assert released == ["slot"], "the cleanups after it still ran"
+
+
+async def test_cancel_waits_for_the_run_at_most_its_close_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose producer ignores cancellation (a stuck close) does not
+    hold whoever cancels it past ``CLOSE_TIMEOUT_S``."""
+    monkeypatch.setattr(runlog, "CLOSE_TIMEOUT_S", 0.05)
+    stop = asyncio.Event()
+
+    async def stubborn(emit: Any) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                await stop.wait()
+
+    run = Run(run_id="r")
+    run.producer = stubborn
+    run.start()
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(run.cancel(), 2)
+    assert loop.time() - started < 1 and not run.ended
+    stop.set()
+    assert run.task is not None
+    await asyncio.wait_for(run.task, 2)
+    assert run.ended
