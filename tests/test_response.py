@@ -11,6 +11,7 @@ from streaming import response
 from streaming.encoders import SSEEncoder, TextEncoder
 from streaming.events import Done, TextDelta
 from streaming.response import EventStreamResponse
+from streaming.runlog import Run
 
 SCOPE = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "GET", "path": "/", "headers": []}
 
@@ -677,7 +678,34 @@ async def test_a_disconnect_listener_that_fails_ends_the_stream_and_is_logged(ca
     stream = ModelStream()
     response = EventStreamResponse(stream, heartbeat_s=10, run_id="run-7")
     with caplog.at_level(logging.ERROR, logger="streaming.response"):
-        await asyncio.wait_for(response(SCOPE, receive, _ignore), 5)
+        task = asyncio.create_task(response(SCOPE, receive, _ignore))
+        done, _ = await asyncio.wait({task}, timeout=5)  # not wait_for: its own cancel would end it too
+    assert done, "the stream went on after its disconnect listener failed"
     assert stream.closed.is_set() and response.run.ended
     assert "run run-7: the response's _listen_for_disconnect failed; ending the stream" in caplog.text
     assert "receive broke" in caplog.text
+
+
+async def test_a_resumed_reader_whose_run_trims_while_the_headers_go_sends_what_follows_its_id() -> None:
+    """A reader resuming after event 10 of a run over its byte cap: once it
+    is attached, the run appends enough to drop events up to 10 (the reader
+    skips them anyway, and its place keeps the rest). It sends exactly what
+    follows its id, under the events' own numbers."""
+    run = Run(run_id="r")
+    run.max_bytes = 3000
+    for i in range(10):
+        run.append(TextDelta(f"word {i:03d} ", "a"))
+    bodies: list[bytes] = []
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            for i in range(10, 60):
+                run.append(TextDelta(f"word {i:03d} ", "a"))
+            run.append(Done("offline", "m"))
+            assert run.base > 0, "the run trimmed events the reader had not encoded yet"
+        elif message["body"]:
+            bodies.append(message["body"])
+
+    await asyncio.wait_for(EventStreamResponse(run, after=10)(SCOPE, never_disconnects(), send), 5)
+    ids = re.findall(rb"id: [\w-]+:(\d+)", b"".join(bodies))
+    assert [int(n) for n in ids] == list(range(11, 62))
