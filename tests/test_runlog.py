@@ -407,13 +407,31 @@ async def test_a_cleanup_that_hangs_does_not_hold_the_run(monkeypatch: pytest.Mo
 
     run = Run(run_id="r")
     run.producer = produce
+    async def lease() -> None:  # a lease given back over the network: awaited, not left behind
+        await asyncio.sleep(0.01)
+        released.append("lease")
+
     run.add_cleanup(lambda: released.append("slot"))  # runs last (cleanups run newest first)
+    run.add_cleanup(lease)
     run.add_cleanup(lambda: asyncio.Event().wait())  # a lease that never lets go
     run.start()
     assert run.task is not None
     done, _ = await asyncio.wait({run.task}, timeout=2)
     assert done, "the run's task ended although a cleanup hangs"
-    assert released == ["slot"], "the cleanups after it still ran"
+    assert released == ["lease", "slot"], "the cleanups after it still ran, each to its end"
+
+
+def test_a_run_with_nothing_to_produce_is_not_started() -> None:
+    """A run with no producer (one that only holds events) has no task to
+    start: starting it does nothing, and it does not end by itself."""
+
+    async def go() -> None:
+        run = Run(run_id="r")
+        run.start()
+        await asyncio.sleep(0)
+        assert run.task is None and not run.ended and run.events == []
+
+    asyncio.run(go())
 
 
 async def test_cancel_waits_for_the_run_at_most_its_close_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
