@@ -407,6 +407,7 @@ async def test_a_cleanup_that_hangs_does_not_hold_the_run(monkeypatch: pytest.Mo
 
     run = Run(run_id="r")
     run.producer = produce
+
     async def lease() -> None:  # a lease given back over the network: awaited, not left behind
         await asyncio.sleep(0.01)
         released.append("lease")
