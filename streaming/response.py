@@ -154,6 +154,7 @@ class EventStreamResponse(StreamingResponse):
             if not self._stopped or task.uncancel() > 0:
                 raise
         finally:
+            self._stopped = True  # a helper's news arriving now (a late failure) must not cancel the detach
             for helper in helpers:
                 helper.cancel()
             detaching = run.detach(self)

@@ -709,3 +709,19 @@ async def test_a_resumed_reader_whose_run_trims_while_the_headers_go_sends_what_
     await asyncio.wait_for(EventStreamResponse(run, after=10)(SCOPE, never_disconnects(), send), 5)
     ids = re.findall(rb"id: [\w-]+:(\d+)", b"".join(bodies))
     assert [int(n) for n in ids] == list(range(11, 62))
+
+
+async def test_a_helpers_late_news_cancels_nothing_once_the_stream_is_over() -> None:
+    """A helper's failure reported after the body ended (its callback runs a
+    turn later) must not cancel the task, which is then detaching the run or
+    back in the server's hands."""
+
+    async def answer():
+        yield TextDelta("a", "x")
+        yield Done("offline", "m")
+
+    response = EventStreamResponse(answer())
+    await response(SCOPE, never_disconnects(), _ignore)
+    server_task = asyncio.create_task(asyncio.sleep(0.02))
+    response._stop(server_task)
+    await server_task  # not cancelled
