@@ -487,6 +487,15 @@ async def seeded(redis: Any, token: str, *events: StreamEvent, lease: bool = Tru
         await redis.set(key(token, "lease"), "dead", px=60_000)
 
 
+async def seeded_at(url: str, token: str, *events: StreamEvent) -> None:
+    """:func:`seeded`, on a Redis of the test's own (one it will stop)."""
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        await seeded(client, token, *events)
+    finally:
+        await client.aclose()
+
+
 async def test_a_run_whose_lease_lapsed_opens_ended_with_run_lost(stores: Make, redis: Any) -> None:
     await seeded(redis, "tok-lapsed", EVENTS[0], EVENTS[1], lease=False)
     mirror = await stores().open_run("tok-lapsed")
@@ -567,11 +576,7 @@ async def test_a_run_that_ends_just_after_a_read_is_not_reported_lost(
 async def test_a_reader_elsewhere_losing_redis_ends_with_run_lost(
     stores: Make, own_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = aioredis.Redis.from_url(own_server.url, decode_responses=True)
-    try:
-        await seeded(client, "tok-gone", EVENTS[0])
-    finally:
-        await client.aclose()
+    await seeded_at(own_server.url, "tok-gone", EVENTS[0])
     mirror = await stores(own_server.url).open_run("tok-gone")
     assert mirror is not None
     mirror.start()
@@ -587,11 +592,7 @@ async def test_a_reader_elsewhere_losing_redis_ends_with_run_lost(
 async def test_redis_lost_while_a_reader_announces_itself_is_store_unavailable(
     stores: Make, own_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = aioredis.Redis.from_url(own_server.url, decode_responses=True)
-    try:
-        await seeded(client, "tok-cut", EVENTS[0])
-    finally:
-        await client.aclose()
+    await seeded_at(own_server.url, "tok-cut", EVENTS[0])
     two = stores(own_server.url)
     redis = two.client()
     exists = redis.exists

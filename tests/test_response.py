@@ -388,13 +388,7 @@ async def test_a_cancellation_from_outside_goes_on_and_still_ends_the_run() -> N
     task = asyncio.create_task(response(SCOPE, never_disconnects(), _ignore))
     await asyncio.sleep(0.05)
     task.cancel()
-    try:
-        await asyncio.wait_for(task, 10)
-    except asyncio.CancelledError:
-        cancelled = True
-    else:
-        cancelled = False
-    assert cancelled, "the response swallowed a cancellation that was not its own"
+    assert await _ends_cancelled(task), "the response swallowed a cancellation that was not its own"
     assert response.run.ended and stream.closed.is_set()
 
 
@@ -414,6 +408,15 @@ async def test_two_reasons_to_stop_in_one_turn_end_the_stream_once_and_quietly()
 
 async def _ignore(message) -> None:
     pass
+
+
+async def _ends_cancelled(task: asyncio.Task[None]) -> bool:
+    """Whether ``task`` ends by raising ``CancelledError`` (within 10 s)."""
+    try:
+        await asyncio.wait_for(task, 10)
+    except asyncio.CancelledError:
+        return True
+    return False
 
 
 async def test_a_client_that_never_takes_the_response_start_is_cut_after_send_timeout(caplog) -> None:
@@ -472,13 +475,7 @@ async def test_a_cancellation_from_outside_goes_on_even_when_the_client_left_in_
     await asyncio.sleep(0.05)
     response._stop(task)  # the client left...
     task.cancel()  # ...and the server is stopping
-    try:
-        await asyncio.wait_for(task, 10)
-    except asyncio.CancelledError:
-        cancelled = True
-    else:
-        cancelled = False
-    assert cancelled, "the response swallowed the server's cancellation with its own"
+    assert await _ends_cancelled(task), "the response swallowed the server's cancellation with its own"
     assert stream.closed.is_set()
 
 
